@@ -1,0 +1,94 @@
+#!/bin/bash
+# Prepare a Debian 12 host (root, no systemd as PID 1) for vTorque development and tests:
+# Debian packages, libvirt configured for this machine kind, virtlogd + libvirtd running.
+#
+#   tools/setup-host.sh          install + configure + start daemons that are not running
+#   tools/setup-host.sh stop     stop only the daemons an earlier run of this script started
+#
+# Idempotent: a second run installs nothing, edits nothing and starts nothing.
+set -euo pipefail
+
+STATE_DIR=/run/vtorque-dev
+STARTED=$STATE_DIR/started-daemons
+QEMU_CONF=/etc/libvirt/qemu.conf
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils              # hypervisor (TCG here, KVM in production) and qemu-img
+  libvirt-daemon-system libvirt-clients   # libvirtd, virtlogd, virsh, the qemu.conf and users
+  libvirt-dev pkg-config gcc              # build libvirt-python in the venv
+  dnsmasq-base iproute2                   # libvirt networks; namespaces and bridges in tests
+  openssh-server openssh-client           # guests are reached over SSH with pinned host keys
+  genisoimage                             # NoCloud seed images (cidata ISO)
+  debootstrap e2fsprogs                   # the `debian` test guest
+  cloud-init                              # `cloud-init schema` validates every seed vTorque writes
+  busybox-static cpio                     # the `tiny` test guest (its own tools come as debs)
+)
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "packages: all present"; return; fi
+  log "packages: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+configure_libvirt() {
+  # No udev here: /dev/kvm stays root 0600 and libvirt re-probes QEMU (~44 s) on every start
+  # unless QEMU runs as root. Production sites use KVM with the packaged defaults instead.
+  if ! grep -q '^user = "root"' "$QEMU_CONF"; then
+    log "libvirt: QEMU runs as root ($QEMU_CONF)"
+    printf '\n# vtorque dev host: see tools/setup-host.sh\nuser = "root"\ngroup = "root"\n' >> "$QEMU_CONF"
+    RESTART_LIBVIRTD=1
+  fi
+}
+
+running() { [ -f "/var/run/$1.pid" ] && kill -0 "$(cat "/var/run/$1.pid")" 2>/dev/null; }
+
+start_daemon() {
+  local name=$1
+  if running "$name"; then
+    [ "$name" = libvirtd ] && [ "${RESTART_LIBVIRTD:-0}" = 1 ] || { log "$name: already running"; return; }
+    log "$name: restarting for the new configuration"
+    kill "$(cat /var/run/$name.pid)"; while running "$name"; do sleep 0.1; done
+  fi
+  mkdir -p /var/run/libvirt "$STATE_DIR"
+  "$name" -d
+  grep -qx "$name" "$STARTED" 2>/dev/null || echo "$name" >> "$STARTED"
+  log "$name: started"
+}
+
+wait_for_libvirt() {
+  for _ in $(seq 100); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  log "libvirtd did not answer on qemu:///system within 10 s"; exit 1
+}
+
+stop_started() {
+  [ -f "$STARTED" ] || { log "nothing was started by this script"; return; }
+  tac "$STARTED" | while read -r name; do
+    if running "$name"; then kill "$(cat "/var/run/$name.pid")"; log "$name: stopped"; fi
+  done
+  rm -f "$STARTED"
+}
+
+[ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
+case "${1:-start}" in
+  start)
+    install_packages
+    configure_libvirt
+    start_daemon virtlogd
+    start_daemon libvirtd
+    wait_for_libvirt
+    log "libvirt $(virsh -c qemu:///system version | awk '/Running hypervisor/{print $NF}') ready on qemu:///system"
+    ;;
+  stop) stop_started ;;
+  *) log "usage: $0 [start|stop]"; exit 2 ;;
+esac
