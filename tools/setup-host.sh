@@ -87,7 +87,7 @@ case "${1:-start}" in
     start_daemon virtlogd
     start_daemon libvirtd
     wait_for_libvirt
-    log "libvirt $(virsh -c qemu:///system version | awk '/Running hypervisor/{print $NF}') ready on qemu:///system"
+    log "ready on qemu:///system: $(virsh -c qemu:///system version | awk -F': ' '/Using library|Running hypervisor/{printf "%s%s", sep, $2; sep=", "}')"
     ;;
   stop) stop_started ;;
   *) log "usage: $0 [start|stop]"; exit 2 ;;
