@@ -57,12 +57,14 @@ def test_wheel_ships_every_collection_file(installed):
 
 def test_ansible_lists_the_installed_modules(installed):
     _, target = installed
-    modules = sorted(p.stem for p in (COLLECTION / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
+    module_files = (COLLECTION / "plugins" / "modules").glob("*.py")
+    modules = sorted(p.stem for p in module_files if p.stem != "__init__")
     result = run_installed(target, str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "-l",
                            "mikelangelo.vtorque")
     assert result.returncode == 0, result.stderr
-    listed = sorted(line.split()[0].removeprefix("mikelangelo.vtorque.") for line in result.stdout.splitlines()
-                    if line.startswith("mikelangelo.vtorque."))
+    prefix = "mikelangelo.vtorque."
+    listed = sorted(line.split()[0].removeprefix(prefix) for line in result.stdout.splitlines()
+                    if line.startswith(prefix))
     assert listed == modules
     assert str(target) in run_installed(
         target, sys.executable, "-c",

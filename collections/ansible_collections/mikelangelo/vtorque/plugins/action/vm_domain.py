@@ -1,0 +1,68 @@
+# Copyright: vTorque contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Controller side of vm_domain: render the typed options through the domain template.
+
+The module runs on the node and may import only the standard library and libvirt-python, so
+Jinja2 rendering happens here (as kubernetes.core does for its `template` option). The module
+gets the rendered definition in `xml` and does everything else itself.
+"""
+
+from __future__ import annotations
+
+import os.path
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain_spec import (
+    DEFINING_STATES,
+    DOMAIN_ARGSPEC,
+    template_vars,
+)
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import VTorqueModuleError
+from jinja2 import Environment, StrictUndefined, TemplateError
+
+DEFAULT_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "domain.xml.j2")
+
+
+def render_domain_xml(params: dict, template_path: str | None = None) -> str:
+    """Domain XML for validated vm_domain options; values are XML-escaped by autoescape."""
+    path = template_path or DEFAULT_TEMPLATE
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+    except OSError as exc:
+        raise VTorqueModuleError(f"cannot read domain template {path}: {exc}", target=params["name"]) from exc
+    env = Environment(
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    try:
+        return env.from_string(source).render(**template_vars(params))
+    except TemplateError as exc:
+        raise VTorqueModuleError(f"domain template {path} failed: {exc}", target=params["name"]) from exc
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        validation, params = self.validate_argument_spec(argument_spec=DOMAIN_ARGSPEC)
+        module_args = dict(self._task.args)
+        if params["state"] in DEFINING_STATES and not params.get("xml"):
+            template = params.get("template")
+            if template:
+                template = self._find_needle("templates", template)
+            try:
+                module_args["xml"] = render_domain_xml(params, template)
+            except VTorqueModuleError as exc:
+                raise AnsibleActionFail(f"{exc.msg} (domain {exc.target})") from exc
+        result.update(
+            self._execute_module(
+                module_name="mikelangelo.vtorque.vm_domain", module_args=module_args, task_vars=task_vars
+            )
+        )
+        return result

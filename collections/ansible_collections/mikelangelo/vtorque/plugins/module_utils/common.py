@@ -1,0 +1,23 @@
+# Copyright: vTorque contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""What every module's main() shares: the libvirt check and the one place errors become fail_json."""
+
+from __future__ import annotations
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import (
+    HAS_LIBVIRT,
+    LIBVIRT_IMPORT_ERROR,
+)
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import VTorqueModuleError
+
+
+def run_module(module, runner, needs_libvirt: bool = True) -> None:
+    """exit_json with ``runner(module)``'s result, or fail_json(msg, reason, target) on our errors."""
+    if needs_libvirt and not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
+    try:
+        result = runner(module)
+    except VTorqueModuleError as exc:
+        module.fail_json(msg=exc.msg, reason=exc.reason, target=exc.target)
+    module.exit_json(**result)

@@ -1,0 +1,63 @@
+# Copyright: vTorque contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Remove every domain and file of a job, or of every job that is no longer live."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain import DomainState
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import Refused
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.inventory import (
+    job_domain_names,
+    orphan_domain_names,
+)
+
+
+def _job_dirs(state_dir: str, job_id: str | None, live_jobs: list[str] | None) -> list[str]:
+    jobs_root = os.path.join(state_dir, "jobs")
+    if job_id is not None:
+        candidates = [naming.job_dir(job_id, state_dir)]
+    else:
+        live = {naming.sanitise_job_id(j) for j in live_jobs or []}
+        try:
+            entries = sorted(os.listdir(jobs_root))
+        except FileNotFoundError:
+            entries = []
+        candidates = [os.path.join(jobs_root, e) for e in entries if e not in live]
+    found = []
+    for path in candidates:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            raise Refused(
+                f"{path} is not a directory (a link is never followed); remove it by hand", target=path
+            )
+        found.append(path)
+    return found
+
+
+def sweep(params: dict, check_mode: bool) -> dict:
+    job_id, live_jobs = params.get("job_id"), params.get("live_jobs")
+    state_dir = params["state_dir"]
+    hv = Hypervisor(params["uri"])
+    try:
+        if job_id is not None:
+            names = job_domain_names(hv, job_id)
+        else:
+            names = orphan_domain_names(hv, live_jobs or [])
+        for name in names:
+            DomainState(hv, name, check_mode).remove(params["shutdown_timeout"], "acpi")
+    finally:
+        hv.close()
+    directories = _job_dirs(state_dir, job_id, live_jobs)
+    if not check_mode:
+        for path in directories:
+            shutil.rmtree(path)
+    return dict(changed=bool(names or directories), domains=names, directories=directories)

@@ -1,0 +1,83 @@
+"""The modules through real ansible-runner: the action plugin renders the template on the
+controller, the module runs in its own process, and results come back as Ansible reports them."""
+
+import sys
+import time
+
+import ansible_runner
+import yaml
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
+
+def run_playbook(tmp_path, tasks):
+    (tmp_path / "project").mkdir(exist_ok=True)
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
+    (tmp_path / "project" / "play.yml").write_text(yaml.safe_dump(play))
+    started = time.monotonic()
+    run = ansible_runner.run(
+        private_data_dir=str(tmp_path),
+        playbook="play.yml",
+        quiet=True,
+        inventory=f"localhost ansible_connection=local ansible_python_interpreter={_python()}",
+    )
+    elapsed = time.monotonic() - started
+    results = [e["event_data"] for e in run.events if e["event"] in ("runner_on_ok", "runner_on_failed")]
+    return run, results, elapsed
+
+
+def _python():
+    return sys.executable
+
+
+def test_vm_domain_call_renders_template_on_controller(tmp_path):
+    task = {
+        "name": "define and start",
+        "mikelangelo.vtorque.vm_domain": {
+            "uri": "test:///default",
+            "name": "vt-1.h-n1-0",
+            "state": "running",
+            "virt_type": "qemu",
+            "job": {"id": "1.h", "node": "n1", "index": 0},
+            "memory_mib": 128,
+            "nics": [{"mode": "network", "source": "default"}],
+        },
+        "diff": True,
+    }
+    run, results, elapsed = run_playbook(tmp_path, [task])
+    assert run.status == "successful", [r.get("res") for r in results]
+    res = results[0]["res"]
+    assert res["changed"] and res["state"] == "running"
+    assert res["macs"] == [naming.domain_mac("1.h", "n1", 0)]
+    assert "<name>vt-1.h-n1-0</name>" in res["diff"]["after"]
+    duration = results[0].get("duration")
+    print(
+        f"vm_domain on test:///default through ansible-runner: task {duration or -1:.2f} s, "
+        f"whole run {elapsed:.2f} s"
+    )
+
+
+def test_bad_option_fails_in_the_action_plugin_naming_the_key(tmp_path):
+    task = {
+        "mikelangelo.vtorque.vm_domain": {
+            "uri": "test:///default",
+            "name": "vt-1.h-n1-0",
+            "state": "present",
+            "job": {"id": "1.h", "node": "n1", "index": 0},
+            "nics": [{"mode": "bridge"}],
+        }
+    }
+    run, results, _ = run_playbook(tmp_path, [task])
+    assert run.status == "failed"
+    assert "nics[0]: mode bridge needs source" in results[0]["res"]["msg"]
+
+
+def test_vm_seed_is_idempotent_across_processes(tmp_path):
+    seed = {
+        "path": str(tmp_path / "seed.iso"),
+        "meta_data": {"instance-id": "i-1"},
+        "user_data": {"runcmd": [["true"]]},
+    }
+    tasks = [{"name": f"seed {i}", "mikelangelo.vtorque.vm_seed": seed} for i in range(2)]
+    run, results, _ = run_playbook(tmp_path, tasks)
+    assert run.status == "successful"
+    assert [r["res"]["changed"] for r in results] == [True, False]

@@ -1,0 +1,89 @@
+"""vm_info (read-only) and vm_sweep (idempotent removal by job tag) on test:///default."""
+
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from module_calls import TEST_URI, domain_args, run_module
+
+
+def define(job, index, state="running", addresses=()):
+    vm = dict(job, index=index)
+    args = domain_args(
+        name=naming.domain_name(vm["id"], vm["node"], index),
+        job=vm,
+        state=state,
+        memory_mib=128,
+        nics=[{"mode": "network", "source": "default"}],
+        addresses=list(addresses),
+    )
+    assert run_module("vm_domain", args)["changed"]
+    return args["name"]
+
+
+def test_info_reports_job_domains_and_never_changes(test_conn, job):
+    first = define(job, 0, addresses=["10.0.2.41"])
+    second = define(job, 1, state="present")
+    result = run_module("vm_info", {"uri": TEST_URI, "job_id": job["id"]})
+    assert result["changed"] is False
+    assert [d["name"] for d in result["domains"]] == [first, second]
+    running = result["domains"][0]
+    assert running["state"] == "running" and running["job"]["id"] == job["id"]
+    assert running["macs"] == [naming.domain_mac(job["id"], job["node"], 0)]
+    assert {"source": "plan", "address": "10.0.2.41"} in running["addresses"]
+    assert result["domains"][1]["state"] == "shutoff"
+    by_name = run_module("vm_info", {"uri": TEST_URI, "name": [second, "vt-no-such-domain"]}, check=True)
+    assert [d["name"] for d in by_name["domains"]] == [second] and by_name["changed"] is False
+
+
+def test_sweep_job_trio_removes_domains_and_files_only_of_that_job(tmp_path, test_conn, job):
+    other = dict(job, id=job["id"] + "0")
+    mine = [define(job, 0), define(job, 1, state="present")]
+    kept = define(other, 0)
+    foreign = test_conn.defineXML(
+        f"<domain type='test'><name>{naming.domain_prefix(job['id'])}foreign</name>"
+        "<memory>65536</memory><os><type>hvm</type></os></domain>"
+    )
+    job_dir = tmp_path / "jobs" / naming.sanitise_job_id(job["id"])
+    job_dir.mkdir(parents=True)
+    (job_dir / "vm.qcow2").write_bytes(b"overlay")
+    other_dir = tmp_path / "jobs" / naming.sanitise_job_id(other["id"])
+    other_dir.mkdir()
+    args = {"uri": TEST_URI, "job_id": job["id"], "state_dir": str(tmp_path)}
+    check = run_module("vm_sweep", args, check=True)
+    assert check["changed"] and check["domains"] == mine and job_dir.exists()
+    real = run_module("vm_sweep", args)
+    assert real["changed"] and real["directories"] == [str(job_dir)] and not job_dir.exists()
+    assert run_module("vm_sweep", args)["changed"] is False
+    names = [d.name() for d in test_conn.listAllDomains()]
+    assert not set(mine) & set(names) and kept in names and foreign.name() in names, "untagged domains stay"
+    assert other_dir.exists()
+    foreign.undefine()
+
+
+def test_sweep_live_jobs_removes_every_other_job(tmp_path, test_conn, job):
+    live = dict(job, id=job["id"] + "1")
+    dead_vm, live_vm = define(job, 0), define(live, 0)
+    for j in (job, live):
+        (tmp_path / "jobs" / naming.sanitise_job_id(j["id"])).mkdir(parents=True)
+    args = {"uri": TEST_URI, "live_jobs": [live["id"]], "state_dir": str(tmp_path)}
+    real = run_module("vm_sweep", args)
+    assert dead_vm in real["domains"] and live_vm not in real["domains"]
+    assert real["directories"] == [str(tmp_path / "jobs" / naming.sanitise_job_id(job["id"]))]
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [naming.sanitise_job_id(live["id"])]
+    assert live_vm in [d.name() for d in test_conn.listAllDomains()]
+    again = run_module("vm_sweep", args)
+    assert again["changed"] is False
+    run_module("vm_sweep", {"uri": TEST_URI, "job_id": live["id"], "state_dir": str(tmp_path)})
+
+
+def test_sweep_refuses_a_linked_job_directory(tmp_path, job):
+    (tmp_path / "jobs").mkdir()
+    target = tmp_path / "precious"
+    target.mkdir()
+    (tmp_path / "jobs" / naming.sanitise_job_id(job["id"])).symlink_to(target)
+    result = run_module("vm_sweep", {"uri": TEST_URI, "job_id": job["id"], "state_dir": str(tmp_path)})
+    assert result["failed"] and result["reason"] == "refused" and "a link is never followed" in result["msg"]
+    assert target.exists()
+
+
+def test_sweep_needs_exactly_one_selector():
+    assert run_module("vm_sweep", {"uri": TEST_URI})["failed"]
+    assert run_module("vm_sweep", {"uri": TEST_URI, "job_id": "1", "live_jobs": []})["failed"]
