@@ -1,14 +1,43 @@
-"""Placeholder entry point; replaced when its issue lands."""
+"""`vtorque <command> ...`: a thin dispatcher.
 
-import argparse
+Each command lives in its own module exposing `main(argv, prog) -> int`; it is imported only
+when called, so one command's dependencies never slow another down. To add a command, add
+one line to COMMANDS.
+"""
+
+import importlib
 import sys
+
+from vtorque.errors import VTorqueError
+
+COMMANDS = {
+    "config": ("vtorque.cmd_config", "check or show the site configuration"),
+    "images": ("vtorque.cmd_images", "list, show, add, remove and verify catalog images"),
+}
+
+
+def usage():
+    lines = ["usage: vtorque COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "`vtorque COMMAND --help` describes a command."]
+    return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(usage="vtorque images|config|jobs|sweep|run ...")
-    parser.parse_known_args(argv)
-    print("not implemented yet", file=sys.stderr)
-    return 1
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"vtorque: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return module.main(rest, prog=f"vtorque {name}")
+    except VTorqueError as err:
+        print(f"vtorque {name}: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

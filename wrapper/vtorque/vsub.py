@@ -1,14 +1,260 @@
-"""Placeholder entry point; replaced when its issue lands."""
+"""`vsub [qsub options] [-vm key=value[,key=value...]]... [script]`: qsub with VM requests.
 
-import argparse
+Without any `-vm` (command line or script directives) vsub execs the real qsub with the
+argv unchanged. Otherwise: validate everything, then `qsub -h` the generated wrapper, write
+`<spool_dir>/<jobid>/request.json`, and `qrls` (unless the user asked for a hold). Heavy
+modules are imported only on the VM path, so a bare-metal submission stays fast.
+"""
+
+import os
 import sys
+
+HELP = """\
+usage: vsub [qsub options] [-vm key=value[,key=value...]]... [script]
+       vsub --dry-run ...   (print the qsub call and the resolved request as JSON; submit nothing)
+
+Every qsub option passes through unchanged. Without -vm (on the command line or as
+'#PBS -vm' lines in the script) the job is an ordinary bare-metal job.
+
+-vm keys (case-insensitive; -vm may be repeated; the command line wins over the script):
+  img=NAME            catalog image (`vtorque images list`); a path only if the site allows it
+  distro=D            debian, ubuntu, redhat, centos, osv (must match the image)
+  ram=SIZE            RAM per VM: MiB, or with K/M/G/T (binary), e.g. 15G
+  vcpus=N             vCPUs per VM
+  vms_per_node=N      VMs on each node
+  arch=x86_64         guest architecture
+  vcpu_pinning=BOOL   pin vCPUs (NUMA auto-placement)
+  disk=SIZE           scratch disk for the rank-0 VM, mounted at /data
+  fs_type=T           sharedfs or ramdisk
+  vm_prologue=FILE    executable run in the rank-0 VM before the job script
+  vm_epilogue=FILE    executable run in the rank-0 VM after the job script
+  metadata=FILE       extra cloud-config (YAML mapping) for the guests
+  vrdma=BOOL  unclot=BOOL  unclot_shmem=SIZE  iocm=BOOL  iocm_min_cores=N  iocm_max_cores=N
+BOOL is true/false, yes/no, on/off, enabled/disabled (0 and 1 are refused: ambiguous).
+ppn and mem are raised to what the VMs need (a note on stderr says so).
+Details: docs/user-guide.md; site defaults and limits: `vtorque config show`.
+"""
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(usage="vsub [qsub options] [-vm key=value[,key=value...]]... [script]")
-    parser.parse_known_args(argv)
-    print("not implemented yet", file=sys.stderr)
-    return 1
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["--help"], ["--usage"]):
+        sys.stdout.write(HELP)
+        return 0
+    dry_run = "--dry-run" in argv
+    argv = [token for token in argv if token != "--dry-run"]  # noqa: S105 - an option, not a secret
+    from vtorque.errors import VTorqueError
+
+    try:
+        return _submit(argv, dry_run)
+    except VTorqueError as err:
+        print(f"vsub: {err}", file=sys.stderr)
+        print("vsub: nothing was submitted", file=sys.stderr)
+        return err.exit_code
+
+
+def _submit(argv, dry_run):
+    from vtorque.config_file import config_path, read_config_data, torque_command
+    from vtorque.errors import QsubArgsError
+    from vtorque.pbs_script import directive_prefix, read_script
+    from vtorque.qsub_args import parse_qsub_argv
+
+    path = config_path()
+    data = read_config_data(path)
+
+    def bare_metal(stdin_data=None):
+        qsub = _command_path(torque_command(data, "qsub", path), "qsub", path)
+        return _exec_qsub(qsub, argv, stdin_data, dry_run)
+
+    try:
+        args = parse_qsub_argv(argv)
+    except QsubArgsError:
+        if "-vm" in argv:
+            raise
+        return bare_metal()  # let qsub itself report what it does not understand
+    if args.has("I") and not args.vm:
+        return bare_metal()
+    try:
+        content = _read_script(args)
+    except QsubArgsError:
+        if args.vm:
+            raise
+        return bare_metal()  # qsub reports the missing script in its own words
+    name = os.path.basename(args.script) if args.script else "STDIN"
+    script = read_script(content, name, directive_prefix(args, os.environ))
+    if not args.vm and not script.vm:
+        return bare_metal(None if args.script else content)
+    from vtorque.config import from_data
+
+    return _submit_vm_job(from_data(data, path), args, script, dry_run)
+
+
+def _read_script(args):
+    if args.has("I"):
+        return b""
+    if args.script is None:
+        return sys.stdin.buffer.read()
+    from vtorque.errors import QsubArgsError
+
+    try:
+        with open(args.script, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise QsubArgsError(f"cannot read job script {args.script}: {err.strerror}") from None
+
+
+def _command_path(command, name, source):
+    """Absolute path of torque.<name>: as configured, or looked up on PATH."""
+    import shutil
+
+    from vtorque.errors import SubmitError
+
+    path = command if command.startswith("/") else shutil.which(command)
+    if not path or not os.access(path, os.X_OK):
+        raise SubmitError(f"{name} command {command!r} (torque.{name} in {source}) is not executable")
+    return path
+
+
+def _qsub_command(config, name):
+    return _command_path(getattr(config.torque, name), name, config.source)
+
+
+def _exec_qsub(qsub, argv, stdin_data, dry_run):
+    """Replace vsub by the real qsub; a script already read from stdin is handed over on a memfd."""
+    if dry_run:
+        import json
+
+        print(json.dumps({"qsub": [qsub, *argv], "request": None}))
+        return 0
+    if stdin_data is not None:
+        fd = os.memfd_create("vsub-stdin")
+        remaining = memoryview(stdin_data)
+        while remaining:
+            remaining = remaining[os.write(fd, remaining) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.dup2(fd, 0)
+    sys.stdout.flush()
+    os.execv(qsub, [qsub, *argv])  # noqa: S606 - argv list, no shell
+
+
+def _submit_vm_job(config, args, script, dry_run):
+    import json
+    import re
+    import socket
+
+    from vtorque.errors import QsubArgsError, SubmitError
+    from vtorque.request import parse_vm_values, resolve_request
+
+    for letter, why in (
+        ("I", "interactive VM jobs are not supported yet"),
+        ("t", "array VM jobs are not supported yet"),
+    ):
+        if args.has(letter) or script.args.has(letter):
+            raise QsubArgsError(f"-{letter}: {why}; submit without -vm, or as a batch job")
+    host = socket.gethostname()
+    if config.policy.disabled_hosts and re.fullmatch(config.policy.disabled_hosts, host):
+        raise SubmitError(f"vTorque is disabled on this host ({host} matches policy.disabled_hosts)")
+    options = parse_vm_values([*script.vm, *((value, "command line") for value in args.vm)])
+    request = resolve_request(options, config, owner_uid=os.getuid(), cwd=os.getcwd())
+    args, notes = _fit_resources(args, script, request, config)
+    for note in notes:
+        print(f"vsub: note: {note}", file=sys.stderr)
+    user_hold = args.has("h") or script.args.has("h")
+    qsub = _qsub_command(config, "qsub")
+    options_argv = args.argv() if args.has("h") else ["-h", *args.argv()]
+    if dry_run:
+        wrapper = os.path.join(config.spool_dir, ".staging-XXXXXX", "wrapper", script.name)
+        print(
+            json.dumps({"qsub": [qsub, *options_argv, wrapper], "request": request.to_dict()}, sort_keys=True)
+        )
+        return 0
+    qrls, qdel = _qsub_command(config, "qrls"), _qsub_command(config, "qdel")
+    return _queue(config, script, request, options, [qsub, *options_argv], user_hold, qrls, qdel)
+
+
+def _fit_resources(args, script, request, config):
+    """Raise ppn (and mem, when given) to what the VMs need; add naccesspolicy if the site wants it."""
+    from vtorque.qsub_args import QsubArgs, mem_mib, nodes_count, raise_ppn, resource, set_resource
+
+    merged = QsubArgs(script.args.options + args.options)  # command line last: it wins
+    notes = []
+    cores = request.cores_per_node(config)
+    spec = resource(merged, "nodes") or "1"
+    new_spec, old_ppn = raise_ppn(spec, cores)
+    iocm = f" + iocm_max_cores {request.iocm_max_cores}" if request.iocm else ""
+    if new_spec != spec:
+        args = set_resource(args, "nodes", new_spec)
+        notes.append(
+            f"ppn raised from {old_ppn} to {cores} (nodes={new_spec}): host_reserve.cores"
+            f" {config.host_reserve.cores} + vcpus {request.vcpus}"
+            f" x vms_per_node {request.vms_per_node}{iocm}"
+        )
+    mem = resource(merged, "mem")
+    if mem is not None:
+        need = request.ram_mib_per_node(config) * nodes_count(new_spec)
+        have = mem_mib(mem)
+        if have is None or have < need:
+            args = set_resource(args, "mem", f"{need}mb")
+            notes.append(
+                f"mem raised from {mem} to {need}mb: (host_reserve.ram_mib {config.host_reserve.ram_mib}"
+                f" + ram {request.ram_mib} MiB x vms_per_node {request.vms_per_node})"
+                f" x {nodes_count(new_spec)} node(s)"
+            )
+    if config.policy.exclusive_node_alloc and resource(merged, "naccesspolicy") is None:
+        args = set_resource(args, "naccesspolicy", "uniqueuser")
+    return args, notes
+
+
+def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
+    """qsub -h, then request.json, then qrls; on any failure after qsub the job is deleted."""
+    import subprocess
+
+    from vtorque import spool
+    from vtorque.errors import SubmitError
+    from vtorque.pbs_script import render_job_wrapper
+    from vtorque.request import request_document
+
+    staging = spool.create_staging(config.spool_dir)
+    try:
+        spool.write_new_file(os.path.join(staging, "job.sh"), script.content, 0o700)
+        os.mkdir(os.path.join(staging, "wrapper"), 0o755)
+        wrapper = os.path.join(staging, "wrapper", script.name)
+        vtorque_bin = os.path.join(os.path.dirname(sys.executable), "vtorque")
+        body = render_job_wrapper(script.directives, config.spool_dir, vtorque_bin)
+        spool.write_new_file(wrapper, body, 0o755)
+        argv = [*qsub_argv, wrapper]
+        done = subprocess.run(argv, stdout=subprocess.PIPE, check=False)
+    except OSError as err:
+        spool.remove(staging)
+        raise SubmitError(f"cannot prepare the job in {staging}: {err}") from None
+    except BaseException:
+        spool.remove(staging)
+        raise
+    if done.returncode != 0:
+        spool.remove(staging)
+        sys.stdout.buffer.write(done.stdout)
+        print(f"vsub: qsub failed with exit code {done.returncode}; nothing was submitted", file=sys.stderr)
+        return done.returncode
+    lines = done.stdout.decode(errors="replace").split()
+    job_id = lines[-1] if lines else ""
+    job_dir = staging
+    try:
+        job_dir = spool.publish(staging, config.spool_dir, job_id)
+        spool.write_request(job_dir, request_document(request, asked, argv, job_id, os.getuid()))
+        if not user_hold:
+            released = subprocess.run([qrls, job_id], capture_output=True, check=False)
+            if released.returncode != 0:
+                why = released.stderr.decode(errors="replace").strip()
+                raise SubmitError(f"qrls {job_id} failed (exit {released.returncode}): {why}")
+    except (OSError, SubmitError) as err:
+        subprocess.run([qdel, job_id], stdout=subprocess.DEVNULL, check=False)
+        spool.remove(job_dir)
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        raise SubmitError(
+            f"job {job_id or '(unknown id)'} was queued but then removed again (qdel): {reason}"
+        ) from None
+    sys.stdout.buffer.write(done.stdout)
+    return 0
 
 
 if __name__ == "__main__":

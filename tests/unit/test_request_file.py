@@ -1,0 +1,104 @@
+"""`load_request`: root reads request.json back without trusting it."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from vtorque.config import load_config
+from vtorque.errors import RequestError, UntrustedFileError
+from vtorque.request import load_request
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+from fakesite import make_site  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+USER = 4321
+
+
+@pytest.fixture
+def submitted(tmp_path):
+    """A site and the request.json of a job really submitted through vsub."""
+    site = make_site(tmp_path)
+    (site.root / "job.sh").write_text("#!/bin/sh\necho hi\n")
+    done = site.run("vsub", "-vm", "vcpus=3,ram=2G", "job.sh")
+    assert done.returncode == 0, done.stderr
+    path = site.spool / "1.fakeserver" / "request.json"
+    os.chown(path, USER, USER)
+    return site, path
+
+
+def config(site):
+    return load_config(site.config)
+
+
+def test_a_submitted_request_loads_and_revalidates(submitted):
+    site, path = submitted
+    request = load_request(str(path), USER, config(site))
+    assert (request.vcpus, request.ram_mib, request.image.name) == (3, 2048, "tiny")
+
+
+def test_wrong_owner_link_and_writable_file_are_refused(submitted):
+    site, path = submitted
+    with pytest.raises(UntrustedFileError, match="owned by uid 4321, expected uid 1000"):
+        load_request(str(path), 1000, config(site))
+    link = path.with_name("link.json")
+    link.symlink_to(path)
+    with pytest.raises(UntrustedFileError, match="symbolic link"):
+        load_request(str(link), USER, config(site))
+    path.chmod(0o666)
+    with pytest.raises(UntrustedFileError, match="writable by group or others"):
+        load_request(str(path), USER, config(site))
+
+
+def test_oversized_and_malformed_files_are_refused(submitted):
+    site, path = submitted
+    path.write_text("{" * 10)
+    with pytest.raises(RequestError, match="not valid JSON"):
+        load_request(str(path), USER, config(site))
+    path.write_text(" " * (300 * 1024))
+    with pytest.raises(UntrustedFileError, match="the limit is"):
+        load_request(str(path), USER, config(site))
+
+
+def edit(path, **options):
+    document = json.loads(path.read_text())
+    document["options"].update(options)
+    path.write_text(json.dumps(document))
+
+
+def test_values_are_checked_against_the_policy_of_now(submitted):
+    site, path = submitted
+    site.write_config(limits={"max_vcpus": 2})
+    with pytest.raises(RequestError, match="limits.max_vcpus = 2"):
+        load_request(str(path), USER, config(site))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"img": "/etc/shadow"}, "policy.allow_user_images"),
+        ({"img": "../tiny"}, "policy.allow_user_images"),
+        ({"vcpus": "64"}, "limits.max_vcpus"),
+        ({"ram": "1G,vcpus=1"}, "commas are not allowed"),
+        ({"evil": "1"}, "unknown key"),
+        ({"vrdma": "true"}, "policy.vrdma: false"),
+        ({"metadata": "/etc/hostname"}, "owned by uid 0, expected uid 4321"),
+        ({"vm_prologue": "/bin/sh"}, "vm_prologue"),
+    ],
+)
+def test_tampered_values_are_refused(submitted, options, message):
+    site, path = submitted
+    edit(path, **options)
+    with pytest.raises(RequestError, match=message) as err:
+        load_request(str(path), USER, config(site))
+    assert f"request file {path}" in str(err.value)
+
+
+def test_image_path_comes_from_the_catalog_not_the_file(submitted):
+    site, path = submitted
+    document = json.loads(path.read_text())
+    document["request"]["image"]["path"] = "/etc/shadow"
+    path.write_text(json.dumps(document))
+    assert load_request(str(path), USER, config(site)).image.path == str(site.root / "images" / "tiny.qcow2")

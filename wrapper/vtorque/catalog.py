@@ -1,0 +1,168 @@
+"""The image catalog (`images.yml`): admin-approved base images users pick by name.
+
+File format::
+
+    images:
+      debian12:
+        path: /srv/vtorque/images/debian12.qcow2   # absolute, root-owned, not group/other-writable
+        format: qcow2                               # qcow2 | raw
+        distro: debian
+        checksum: sha256:<hex>                      # recorded by `vtorque images add`
+        description: Debian 12 with OpenMPI
+        kernel: /srv/.../vmlinuz                    # optional: direct kernel boot
+        initrd: /srv/.../initrd.img
+        cmdline: console=ttyS0 root=/dev/vda
+
+The catalog file and every file it names must be root-owned and not writable by group or
+others; `load_catalog` checks the catalog file, `verify_image_files` the image files (root
+code calls it again right before using them).
+"""
+
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass
+
+from vtorque.config import DISTROS
+from vtorque.errors import CatalogError, VTorqueError
+from vtorque.trust import check_trusted_path, read_trusted
+
+MAX_BYTES = 1024 * 1024
+FORMATS = ("qcow2", "raw")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
+QCOW2_MAGIC = b"QFI\xfb"
+_FIELDS = ("path", "format", "distro", "checksum", "description", "kernel", "initrd", "cmdline")
+_PATH_FIELDS = ("path", "kernel", "initrd")
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    name: str
+    path: str
+    format: str
+    distro: str
+    checksum: str | None = None
+    description: str = ""
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+
+    def to_yaml_dict(self):
+        return {key: value for key, value in asdict(self).items() if key != "name" and value is not None}
+
+
+def check_name(name):
+    """Catalog names are plain words: no slash, no `..`, nothing a path could be built from."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        raise CatalogError(
+            f"image name {name!r} is not valid: use letters, digits and . _ + - (no '..', no '/',"
+            " at most 63 characters)"
+        )
+    return name
+
+
+def load_catalog(path):
+    """{name: ImageEntry} from the catalog file; CatalogError naming the file and key."""
+    import yaml
+
+    try:
+        raw = read_trusted(path, owner_uid=0, max_bytes=MAX_BYTES, what="image catalog")
+    except VTorqueError as err:
+        raise CatalogError(str(err)) from None
+    try:
+        data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    except yaml.YAMLError as err:
+        raise CatalogError(f"image catalog {path}: not valid YAML: {err}") from None
+    data = {"images": {}} if data is None else data
+    if not isinstance(data, dict) or set(data) != {"images"} or not isinstance(data["images"], dict | None):
+        raise CatalogError(f"image catalog {path}: expected one top-level key 'images' holding a mapping")
+    return {name: _entry(path, name, fields) for name, fields in (data["images"] or {}).items()}
+
+
+def _entry(path, name, fields):
+    where = f"image catalog {path}: images.{name}"
+    try:
+        check_name(name)
+    except CatalogError as err:
+        raise CatalogError(f"{where}: {err}") from None
+    if not isinstance(fields, dict):
+        raise CatalogError(f"{where}: expected a mapping of {', '.join(_FIELDS)}")
+    unknown = set(fields) - set(_FIELDS)
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(_FIELDS)})"
+        )
+    for key, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise CatalogError(f"{where}.{key}: expected a string, got {value!r}")
+        if (
+            key in _PATH_FIELDS
+            and value is not None
+            and (not value.startswith("/") or ".." in value.split("/"))
+        ):
+            raise CatalogError(f"{where}.{key}: expected an absolute path without '..', got {value!r}")
+    if "path" not in fields:
+        raise CatalogError(f"{where}: 'path' is required")
+    if fields.get("format", "qcow2") not in FORMATS:
+        raise CatalogError(f"{where}.format: expected one of {', '.join(FORMATS)}, got {fields['format']!r}")
+    if fields.get("distro") not in DISTROS:
+        raise CatalogError(
+            f"{where}.distro: expected one of {', '.join(DISTROS)}, got {fields.get('distro')!r}"
+        )
+    if bool(fields.get("kernel")) != bool(fields.get("initrd")) or (
+        fields.get("cmdline") and not fields.get("kernel")
+    ):
+        raise CatalogError(f"{where}: direct kernel boot needs both kernel and initrd (cmdline is optional)")
+    checksum = fields.get("checksum")
+    if checksum is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
+        raise CatalogError(f"{where}.checksum: expected sha256:<64 hex digits>, got {checksum!r}")
+    return ImageEntry(name=name, **{"format": "qcow2", "description": "", **fields})
+
+
+def verify_image_files(entry, owner_uid=0):
+    """Every file of the entry exists, is no link, is owned by `owner_uid` and not writable by
+    group or others. Root calls this right before building a VM on the image."""
+    for key in _PATH_FIELDS:
+        value = getattr(entry, key)
+        if value:
+            try:
+                check_trusted_path(value, owner_uid=owner_uid, what=f"image {entry.name!r} {key}")
+            except VTorqueError as err:
+                raise CatalogError(str(err)) from None
+
+
+def file_checksum(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def detect_format(path):
+    with open(path, "rb") as handle:
+        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+
+
+def save_catalog(path, entries):
+    """Write the catalog atomically (temp file + rename), root-owned, mode 0644."""
+    import yaml
+
+    body = {"images": {name: entries[name].to_yaml_dict() for name in sorted(entries)}}
+    text = "# vTorque image catalog; edit with `vtorque images add|remove`.\n" + yaml.safe_dump(
+        body, sort_keys=True, default_flow_style=False
+    )
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise

@@ -1,0 +1,412 @@
+"""Site configuration: `/etc/vtorque/vtorque.yml` (or `$VTORQUE_CONFIG`) as a frozen `SiteConfig`.
+
+The dataclasses below ARE the schema: one generic walker converts the YAML mapping into them
+using each field's type (bool, int, str, Literal choices, lists, nested sections) or an
+explicit parser in the field's metadata, and collects every problem with its dotted key so
+`vtorque config check` reports them all at once. Cross-field rules live in `_check_rules`.
+Every key and its default is documented in docs/site-config.md.
+"""
+
+import dataclasses
+import ipaddress
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vtorque.config_file import TORQUE_COMMANDS, config_path, parse_command, parse_yaml, read_config_data
+from vtorque.errors import ConfigError, VTorqueError
+from vtorque.values import parse_bool, parse_count, parse_size_mib
+
+DISTROS = ("debian", "ubuntu", "redhat", "centos", "osv")
+FS_TYPES = ("sharedfs", "ramdisk")
+MOUNT_TYPES = ("none", "9p", "virtiofs", "nfs")
+
+
+def _abs_path(value):
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return os.path.normpath(value)
+
+
+def _regex(value):
+    if not isinstance(value, str):
+        raise ValueError("expected a regular expression string")
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"not a valid regular expression ({err})") from None
+    return value
+
+
+def _lower_choice(choices):
+    def parse(value):
+        word = str(value).strip().lower()
+        if word not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return word
+
+    return parse
+
+
+def _opt(default, parse=None, **meta):
+    """A field with a default and optional parser (and extra metadata such as a minimum)."""
+    if parse is not None:
+        meta["parse"] = parse
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TorqueConfig:
+    qsub: str = _opt(TORQUE_COMMANDS["qsub"], parse_command)
+    qrls: str = _opt(TORQUE_COMMANDS["qrls"], parse_command)
+    qdel: str = _opt(TORQUE_COMMANDS["qdel"], parse_command)
+    pbsnodes: str = _opt(TORQUE_COMMANDS["pbsnodes"], parse_command)
+    pbs_home: str = _opt("/var/spool/torque", _abs_path)
+
+
+@dataclass(frozen=True)
+class VMDefaults:
+    """Values used for every `-vm` key the user does not give (sizes in MiB)."""
+
+    img: str | None = None
+    distro: str | None = _opt(None, _lower_choice(DISTROS))
+    ram: int = _opt(2048, parse_size_mib)
+    vcpus: int = 1
+    vms_per_node: int = 1
+    arch: Literal["x86_64"] = "x86_64"
+    vcpu_pinning: bool = False
+    disk: int | None = _opt(None, parse_size_mib)
+    fs_type: str = _opt("sharedfs", _lower_choice(FS_TYPES))
+    vrdma: bool = False
+    unclot: bool = False
+    unclot_shmem: int = _opt(1024, parse_size_mib)
+    iocm: bool = False
+    iocm_min_cores: int = 1
+    iocm_max_cores: int = 4
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds a request must stay within (per VM unless the name says otherwise)."""
+
+    max_vcpus: int = 64
+    max_ram_mib: int = _opt(256 * 1024, parse_size_mib)
+    max_vms_per_node: int = 8
+    max_disk_mib: int = _opt(1024 * 1024, parse_size_mib)
+    max_iocm_cores: int = 12
+    max_unclot_shmem_mib: int = _opt(16 * 1024, parse_size_mib)
+
+
+@dataclass(frozen=True)
+class HostReserve:
+    """Kept for the host OS on every node; added to the job's ppn and mem."""
+
+    cores: int = _opt(1, min=0)
+    ram_mib: int = _opt(2048, parse_size_mib)
+
+
+@dataclass(frozen=True)
+class Policy:
+    exclusive_node_alloc: bool = True
+    allow_user_images: bool = False
+    disabled_hosts: str = _opt("", _regex)
+    iocm: bool = False
+    vrdma: bool = False
+    unclot: bool = False
+
+
+@dataclass(frozen=True)
+class LibvirtConfig:
+    uri: str = "qemu:///system"
+    virt_type: Literal["kvm", "qemu"] = "kvm"
+
+
+@dataclass(frozen=True)
+class DerivedRanges:
+    """Rule for nodes without an explicit range: the first number captured by `pattern` from
+    the node name picks block number N, whose addresses start at `first` + N * `per_node`."""
+
+    pattern: str = _opt(r"(\d+)", _regex)
+    first: str | None = None
+    per_node: int = 8
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    mode: Literal["bridge", "libvirt", "user"] = "user"
+    bridge: str = "br0"
+    libvirt_network: str = "default"
+    cidr: str | None = None
+    gateway: str | None = None
+    dns: list[str] = _opt([])
+    search: list[str] = _opt([])
+    ranges: dict[str, str] = _opt({})
+    derive: DerivedRanges | None = None
+    ssh_port_base: int = _opt(22200, min=1024)
+
+    def addresses_for(self, node):
+        """Guest addresses reserved for `node`, in order; [] in user mode.
+
+        The one place that turns the admin's pool into per-node addresses."""
+        if self.mode == "user":
+            return []
+        network = ipaddress.ip_network(self.cidr)
+        if node in self.ranges:
+            first, last = (ipaddress.ip_address(part) for part in self.ranges[node].split("-"))
+        elif self.derive is not None:
+            match = re.search(self.derive.pattern, node)
+            if not match:
+                raise VTorqueError(
+                    f"network.derive.pattern {self.derive.pattern!r} does not match node name {node!r}"
+                    " and network.ranges has no entry for it"
+                )
+            number = int(next(group for group in (match.groups() or (match.group(0),)) if group))
+            first = ipaddress.ip_address(self.derive.first) + number * self.derive.per_node
+            last = first + self.derive.per_node - 1
+        else:
+            raise VTorqueError(f"network.ranges has no entry for node {node!r} and network.derive is not set")
+        if first not in network or last not in network:
+            raise VTorqueError(
+                f"addresses {first}-{last} for node {node!r} fall outside network.cidr {network}"
+            )
+        return [first + offset for offset in range(int(last) - int(first) + 1)]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """How a host directory reaches the guest; `nfs` mounts `nfs_server:nfs_export` instead."""
+
+    type: str = _opt("9p", _lower_choice(MOUNT_TYPES))
+    nfs_server: str | None = None
+    nfs_export: str | None = None
+
+
+@dataclass(frozen=True)
+class GuestMounts:
+    home: Mount = _opt(Mount())
+    workdir: Mount = _opt(Mount())
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    mounts: GuestMounts = _opt(GuestMounts())
+    ntp_servers: list[str] = _opt([])
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each phase may take. prologue must stay below Torque's $prologalarm."""
+
+    prologue: int = 280
+    boot: int = 180
+    ssh: int = 120
+    shutdown: int = 60
+    epilogue: int = 280
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    forks: int = 20
+    strategy: Literal["linear", "free"] = "free"
+    pipelining: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: str | None = _opt(None, _abs_path)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    spool_dir: str = _opt("/var/spool/vtorque", _abs_path)
+    state_dir: str = _opt("/var/lib/vtorque", _abs_path)
+    images: str = _opt("/etc/vtorque/images.yml", _abs_path)
+    domain_template: str | None = _opt(None, _abs_path)
+    torque: TorqueConfig = _opt(TorqueConfig())
+    defaults: VMDefaults = _opt(VMDefaults())
+    limits: Limits = _opt(Limits())
+    host_reserve: HostReserve = _opt(HostReserve())
+    policy: Policy = _opt(Policy())
+    libvirt: LibvirtConfig = _opt(LibvirtConfig())
+    network: NetworkConfig = _opt(NetworkConfig())
+    guest: GuestConfig = _opt(GuestConfig())
+    timeouts: Timeouts = _opt(Timeouts())
+    runner: RunnerConfig = _opt(RunnerConfig())
+    logging: LoggingConfig = _opt(LoggingConfig())
+    source: str = field(default="(built-in defaults)", compare=False, metadata={"internal": True})
+
+
+USER_VISIBLE = ("spool_dir", "images", "defaults", "limits", "host_reserve", "policy", "timeouts")
+
+
+def load_config(path=None):
+    """Load and validate the site config (`$VTORQUE_CONFIG` or /etc/vtorque/vtorque.yml);
+    ConfigError lists every bad key with the file name. Root only trusts a root-owned file."""
+    path = config_path(path)
+    return from_data(read_config_data(path), path)
+
+
+def parse_config(text, path="(string)"):
+    return from_data(parse_yaml(text, path), path)
+
+
+def from_data(data, path):
+    """SiteConfig from an already parsed document (see config_file.read_config_data)."""
+    problems = []
+    config = _build(SiteConfig, data, "", problems)
+    if not problems:
+        _check_rules(config, problems)
+    if problems:
+        raise ConfigError(path, problems)
+    return dataclasses.replace(config, source=path)
+
+
+def as_dict(config, user_view=False):
+    """Plain data for display (`vtorque config show`); the user view hides admin internals."""
+    data = dataclasses.asdict(config)
+    data.pop("source")
+    if user_view:
+        data = {key: data[key] for key in USER_VISIBLE}
+        data["network"] = {"mode": config.network.mode}
+    return data
+
+
+def _join(where, key):
+    return f"{where}.{key}" if where else str(key)
+
+
+def _build(cls, data, where, problems):
+    """`cls(**data)` after converting each value by its declared type; problems collected."""
+    if not isinstance(data, dict):
+        problems.append(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in known:
+            problems.append(f"{_join(where, key)}: unknown key (known keys here: {', '.join(known)})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in known.items():
+        if name in data:
+            key = _join(where, name)
+            try:
+                values[name] = _convert(hints[name], data[name], spec.metadata, key, problems)
+            except ValueError as err:
+                problems.append(f"{key}: {err}, got {data[name]!r}")
+    return cls(**values)
+
+
+def _convert(hint, value, meta, key, problems):
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        if value is None:
+            return None
+        (hint,) = [arg for arg in args if arg is not type(None)]
+        args = typing.get_args(hint)
+    if "parse" in meta:
+        return meta["parse"](value)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, problems)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"expected one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError("expected a list of strings")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError("expected a mapping of strings to strings")
+        return dict(value)
+    if hint is bool:
+        return parse_bool(value)
+    if hint is int:
+        return parse_count(value, minimum=meta.get("min", 1))
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    raise TypeError(f"no converter for {hint!r} at {key}")
+
+
+def _check_rules(config, problems):
+    """Rules that involve more than one key."""
+    defaults, limits = config.defaults, config.limits
+    for key, value, limit_key in (
+        ("vcpus", defaults.vcpus, "max_vcpus"),
+        ("ram", defaults.ram, "max_ram_mib"),
+        ("vms_per_node", defaults.vms_per_node, "max_vms_per_node"),
+        ("iocm_max_cores", defaults.iocm_max_cores, "max_iocm_cores"),
+        ("unclot_shmem", defaults.unclot_shmem, "max_unclot_shmem_mib"),
+        ("disk", defaults.disk or 0, "max_disk_mib"),
+    ):
+        if value > getattr(limits, limit_key):
+            problems.append(
+                f"defaults.{key}: {value} exceeds limits.{limit_key} ({getattr(limits, limit_key)})"
+            )
+    if defaults.iocm_min_cores > defaults.iocm_max_cores:
+        problems.append(
+            f"defaults.iocm_min_cores: {defaults.iocm_min_cores} is above"
+            f" defaults.iocm_max_cores ({defaults.iocm_max_cores})"
+        )
+    for switch in ("iocm", "vrdma", "unclot"):
+        if getattr(defaults, switch) and not getattr(config.policy, switch):
+            problems.append(
+                f"defaults.{switch}: true, but policy.{switch} is false (switched off on this site)"
+            )
+    _check_network(config.network, problems)
+    for name in ("home", "workdir"):
+        mount = getattr(config.guest.mounts, name)
+        if mount.type == "nfs" and not (mount.nfs_server and mount.nfs_export):
+            problems.append(f"guest.mounts.{name}: type nfs needs nfs_server and nfs_export")
+
+
+def _check_network(network, problems):
+    for index, server in enumerate(network.dns):
+        _address(server, f"network.dns[{index}]", problems)
+    if network.mode == "user":
+        return
+    if not network.cidr or not network.gateway:
+        problems.append(f"network: mode {network.mode} needs cidr and gateway (the guest address pool)")
+        return
+    try:
+        pool = ipaddress.ip_network(network.cidr)
+    except ValueError as err:
+        problems.append(f"network.cidr: {err}, got {network.cidr!r}")
+        return
+    gateway = _address(network.gateway, "network.gateway", problems)
+    if gateway is not None and gateway not in pool:
+        problems.append(f"network.gateway: {gateway} is outside network.cidr {pool}")
+    for node, span in network.ranges.items():
+        parts = span.split("-")
+        ends = [_address(part.strip(), f"network.ranges.{node}", problems) for part in parts]
+        if len(parts) != 2 or None in ends:
+            if len(parts) != 2:
+                problems.append(f"network.ranges.{node}: expected FIRST-LAST addresses, got {span!r}")
+            continue
+        if ends[0] > ends[1] or ends[0] not in pool or ends[1] not in pool:
+            problems.append(f"network.ranges.{node}: {span!r} is not an ascending range inside {pool}")
+    if network.derive is not None:
+        first = _address(network.derive.first, "network.derive.first", problems)
+        if first is not None and first not in pool:
+            problems.append(f"network.derive.first: {first} is outside network.cidr {pool}")
+    if not network.ranges and network.derive is None:
+        problems.append(f"network: mode {network.mode} needs ranges (per node) or derive (a rule)")
+
+
+def _address(text, key, problems):
+    try:
+        return ipaddress.ip_address(str(text))
+    except ValueError:
+        problems.append(f"{key}: expected an IP address, got {text!r}")
+        return None

@@ -1,0 +1,66 @@
+"""Locating and reading the site config file, without building the full SiteConfig.
+
+Split from config.py so vsub's bare-metal path can find the real qsub without paying for
+the whole schema (see docs: vsub overhead). As root the file must be root-owned, no link and
+not writable by group or others, because the hooks act on it.
+"""
+
+import os
+
+from vtorque.errors import ConfigError, VTorqueError
+
+DEFAULT_PATH = "/etc/vtorque/vtorque.yml"
+ENV_VAR = "VTORQUE_CONFIG"
+MAX_BYTES = 1024 * 1024
+TORQUE_COMMANDS = {"qsub": "qsub", "qrls": "qrls", "qdel": "qdel", "pbsnodes": "pbsnodes"}
+
+
+def config_path(path=None):
+    return str(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def read_config_data(path):
+    """The parsed YAML document of `path` ({} for an empty file); ConfigError naming the file."""
+    if os.geteuid() == 0:
+        from vtorque.trust import read_trusted
+
+        try:
+            raw = read_trusted(path, owner_uid=0, max_bytes=MAX_BYTES, what="site config")
+        except VTorqueError as err:
+            raise ConfigError(path, [str(err)]) from None
+    else:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_BYTES + 1)
+        except OSError as err:
+            raise ConfigError(path, [f"cannot read: {err.strerror}"]) from None
+        if len(raw) > MAX_BYTES:
+            raise ConfigError(path, [f"larger than {MAX_BYTES} bytes"])
+    return parse_yaml(raw, path)
+
+
+def parse_yaml(text, path):
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, chosen above
+    except yaml.YAMLError as err:
+        raise ConfigError(path, [f"not valid YAML: {err}"]) from None
+    return {} if data is None else data
+
+
+def parse_command(value):
+    if not isinstance(value, str) or not value or ("/" in value and not value.startswith("/")):
+        raise ValueError("expected a command name (looked up on PATH) or an absolute path")
+    return value
+
+
+def torque_command(data, name, path):
+    """`torque.<name>` of an unvalidated config document, checked like load_config checks it."""
+    torque = data.get("torque") if isinstance(data, dict) else None
+    value = torque.get(name, TORQUE_COMMANDS[name]) if isinstance(torque, dict) else TORQUE_COMMANDS[name]
+    try:
+        return parse_command(value)
+    except ValueError as err:
+        raise ConfigError(path, [f"torque.{name}: {err}, got {value!r}"]) from None

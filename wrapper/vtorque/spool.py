@@ -1,0 +1,64 @@
+"""The per-job spool directory `<spool_dir>/<jobid>/`, written by vsub as the submitting user.
+
+The job id is known only after `qsub -h` returns, so files are first written into a private
+staging directory that is then renamed to the job id (atomic on one filesystem).
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from vtorque.errors import SubmitError
+
+JOB_ID_RE = re.compile(r"[0-9]+(\[[0-9]*\])?(\.[A-Za-z0-9-]+)*")
+STAGING_PREFIX = ".staging-"
+
+
+def check_job_id(job_id):
+    """Job ids become directory names: only Torque's own spelling is accepted."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise SubmitError(f"qsub printed {job_id!r}, which is not a Torque job id")
+    return job_id
+
+
+def create_staging(spool_dir):
+    try:
+        path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=spool_dir)
+        os.chmod(path, 0o755)  # noqa: S103 - root and the job's nodes read it
+    except OSError as err:
+        raise SubmitError(f"cannot create a job directory in spool_dir {spool_dir}: {err.strerror}") from None
+    return path
+
+
+def write_new_file(path, data, mode):
+    """Create `path` (never through a link, never over an existing file) with `data`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, mode)
+
+
+def publish(staging, spool_dir, job_id):
+    """Rename the staging directory to `<spool_dir>/<job_id>`; refuses to replace anything."""
+    final = os.path.join(spool_dir, check_job_id(job_id))
+    if os.path.lexists(final):
+        raise SubmitError(f"the job directory {final} already exists")
+    try:
+        os.rename(staging, final)
+    except OSError as err:
+        raise SubmitError(f"cannot create the job directory {final}: {err.strerror}") from None
+    return final
+
+
+def write_request(job_dir, document):
+    """request.json, readable by root even on a root-squashed NFS spool (mode 0644)."""
+    data = (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
+    temp = os.path.join(job_dir, ".request.json.tmp")
+    write_new_file(temp, data, 0o644)
+    os.replace(temp, os.path.join(job_dir, "request.json"))
+
+
+def remove(path):
+    shutil.rmtree(path, ignore_errors=True)
