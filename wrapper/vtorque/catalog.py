@@ -31,6 +31,8 @@ MAX_BYTES = 1024 * 1024
 FORMATS = ("qcow2", "raw")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
 QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit: data lives in another (host) file
+QCOW2_HEADER_BYTES = 64 * 1024  # header, extensions and backing file name all fit in the first cluster
 _FIELDS = ("path", "format", "distro", "checksum", "description", "kernel", "initrd", "cmdline")
 _PATH_FIELDS = ("path", "kernel", "initrd")
 
@@ -142,6 +144,23 @@ def file_checksum(path):
 def detect_format(path):
     with open(path, "rb") as handle:
         return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+
+
+def qcow2_external_references(header):
+    """What a qcow2 header makes QEMU open besides the image itself: a backing file and/or an
+    external data file. Both are host paths chosen by whoever wrote the image, so a user image
+    carrying either could read any host file into the guest."""
+    found = []
+    backing_offset = int.from_bytes(header[8:16], "big")
+    backing_size = int.from_bytes(header[16:20], "big")
+    if backing_offset:
+        name = header[backing_offset : backing_offset + backing_size].decode("utf-8", "replace")
+        found.append(f"backing file {name!r}")
+    version = int.from_bytes(header[4:8], "big")
+    incompatible_features = int.from_bytes(header[72:80], "big") if version >= 3 else 0
+    if incompatible_features & QCOW2_EXTERNAL_DATA_FILE:
+        found.append("an external data file")
+    return found
 
 
 def save_catalog(path, entries):

@@ -10,7 +10,14 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
-from vtorque.catalog import ImageEntry, check_name, load_catalog
+from vtorque.catalog import (
+    QCOW2_HEADER_BYTES,
+    QCOW2_MAGIC,
+    ImageEntry,
+    check_name,
+    load_catalog,
+    qcow2_external_references,
+)
 from vtorque.config import DISTROS, FS_TYPES
 from vtorque.errors import CatalogError, RequestError, VTorqueError
 from vtorque.values import BOOL_ACCEPTED, SIZE_ACCEPTED, parse_bool, parse_count, parse_size_mib
@@ -326,8 +333,7 @@ def _user_image(value, source, distro, owner_uid, cwd):
         check_trusted_path(path, owner_uid=owner_uid, what="user image")
     except VTorqueError as err:
         raise RequestError(str(err), key="img", value=value, source=source) from None
-    with open(path, "rb") as handle:
-        image_format = "qcow2" if handle.read(4) == b"QFI\xfb" else "raw"
+    image_format = _check_user_image_content(path, value, source)
     return ImageEntry(
         name=os.path.basename(path),
         path=path,
@@ -335,6 +341,25 @@ def _user_image(value, source, distro, owner_uid, cwd):
         distro=distro or "",
         description="user image",
     )
+
+
+def _check_user_image_content(path, value, source):
+    """The image's format; a qcow2 that would make QEMU open other host files is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        header = handle.read(QCOW2_HEADER_BYTES)
+    if not header.startswith(QCOW2_MAGIC):
+        return "raw"
+    references = qcow2_external_references(header)
+    if references:
+        raise RequestError(
+            f"the qcow2 image refers to {' and '.join(references)}; user images must be self-contained",
+            key="img",
+            value=value,
+            accepted="a standalone image (qemu-img convert -O qcow2 IMAGE NEW.qcow2 flattens it)",
+            source=source,
+        )
+    return "qcow2"
 
 
 def _user_file(options, key, cwd, owner_uid, executable=False):
