@@ -1,0 +1,85 @@
+"""vTorque benchmark suite: each figure against its floor, min/median/max, JSON and PNG plots.
+
+    .venv/bin/python benchmarks/run.py [--repeat N] [--only CASE ...] [--out DIR]
+
+(`tools/bench.sh` prepares the machine first and then runs this.)
+"""
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cases_host
+from plots import plot_comparisons
+
+CASES = {
+    "submission": cases_host.submission,
+    "hooks": cases_host.bare_metal_hooks,
+}
+# Targets from issue 7: (figure name prefix, field, limit, description)
+TARGETS = [
+    ("submission: vsub VM job", "overhead_s", 0.300, "vsub overhead over qsub <= 300 ms"),
+    ("hooks:", "per_hook_overhead_s", 0.150, "bare-metal hook overhead <= 150 ms per hook"),
+]
+
+
+def machine():
+    cpus = Path("/proc/cpuinfo").read_text().count("processor\t:")
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": cpus}
+
+
+def check_targets(results):
+    verdicts = []
+    for prefix, field, limit, text in TARGETS:
+        for result in results:
+            if result["name"].startswith(prefix) and result.get(field) is not None:
+                verdicts.append({"target": text, "value": result[field], "met": result[field] <= limit})
+    return verdicts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (default 5)")
+    parser.add_argument("--only", nargs="+", choices=sorted(CASES), help="run only these cases")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vtorque-bench-") as workdir:
+        for name in args.only or CASES:
+            print(f"bench: {name} ...", flush=True)
+            case_dir = Path(workdir) / name
+            case_dir.mkdir()
+            for result in CASES[name](case_dir, args.repeat):
+                results.append(result)
+                print(_line(result), flush=True)
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "repeat": args.repeat,
+        "results": results,
+        "targets": check_targets(results),
+    }
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_comparisons(results, args.out)
+    for verdict in report["targets"]:
+        print(f"target: {verdict['target']}: {verdict['value'] * 1000:.0f} ms: "
+              f"{'met' if verdict['met'] else 'NOT met'}")
+    print(f"bench: results in {args.out}")
+    return 0
+
+
+def _line(result):
+    m, f = result["measured"], result["floor"]
+    ratio = f"{result['ratio']:.2f}x" if result["ratio"] else "-"
+    return (f"  {result['name']}: median {m['median'] * 1000:.0f} ms (min {m['min'] * 1000:.0f}, "
+            f"max {m['max'] * 1000:.0f}) vs floor {f['median'] * 1000:.0f} ms: "
+            f"+{result['overhead_s'] * 1000:.0f} ms, {ratio}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
