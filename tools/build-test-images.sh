@@ -133,6 +133,59 @@ build_tiny() {  # OUT PACKAGES...
   rm -rf "$work"
 }
 
+DEBIAN_INCLUDE=(systemd-sysv udev cloud-init python3-cffi-backend openssh-server python3 qemu-guest-agent
+  iproute2 linux-image-amd64 initramfs-tools netbase sudo dbus)
+
+debian_packages() {  # the packages named to debootstrap (it resolves their dependencies itself)
+  local kpkg
+  kpkg=$(kernel_package)
+  pinned_versions "${DEBIAN_INCLUDE[@]}" "$kpkg"
+}
+
+# cloud-init-guest.md's tuned recipe: NoCloud only, the cloud-init modules vTorque's seeds use,
+# units and drivers that cost seconds under TCG masked, a small initramfs, dbus for ACPI shutdown.
+build_debian() {  # OUT PACKAGES...
+  local out=$1 root=$1/.work/rootfs mirror kver
+  mkdir -p "$out/.work"
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  mkdir -p "$DEBS/debootstrap" "$root"
+  debootstrap --cache-dir="$DEBS/debootstrap" --variant=minbase \
+    --include="$(IFS=,; echo "${DEBIAN_INCLUDE[*]}")" bookworm "$root" "${mirror:-http://deb.debian.org/debian}" \
+    > "$out/.work/debootstrap.log" 2>&1 || { tail -20 "$out/.work/debootstrap.log" >&2; exit 1; }
+  rm -f "$root"/etc/ssh/ssh_host_*
+  echo localhost > "$root/etc/hostname"
+  printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+  : > "$root/etc/machine-id"; rm -f "$root/var/lib/dbus/machine-id"
+  printf '/dev/vda / ext4 rw,errors=remount-ro 0 0\n' > "$root/etc/fstab"
+  chroot "$root" systemctl enable systemd-networkd.service >/dev/null 2>&1
+  cat > "$root/etc/cloud/cloud.cfg.d/90_vtorque_test_guest.cfg" <<'CFG'
+# vTorque test guest: NoCloud only, and the modules vTorque's seeds use.
+datasource_list: [ NoCloud, None ]
+locale: C.UTF-8
+manage_etc_hosts: true
+cloud_init_modules: [seed_random, bootcmd, write-files, set_hostname, update_hostname, update_etc_hosts, users-groups, ssh]
+cloud_config_modules: [mounts, runcmd]
+cloud_final_modules: [scripts-per-once, scripts-per-boot, scripts-per-instance, scripts-user, final-message, power-state-change]
+CFG
+  sed -i 's/^MODULES=.*/MODULES=list/' "$root/etc/initramfs-tools/initramfs.conf"
+  printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic isofs >> "$root/etc/initramfs-tools/modules"
+  chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+    e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-pstore.service \
+    cloud-init-hotplugd.socket systemd-networkd-wait-online.service >/dev/null 2>&1
+  printf 'blacklist %s\n' floppy pcspkr kvm kvm_amd kvm_intel ccp psmouse serio_raw joydev \
+    drm bochs cirrus_qemu qxl virtio_gpu cfg80211 rfkill > "$root/etc/modprobe.d/vtorque-test-guest.conf"
+  chroot "$root" update-initramfs -u -k all >/dev/null 2>&1
+  chroot "$root" apt-get clean
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+  kver=$(basename "$root"/boot/vmlinuz-* | sed 's/^vmlinuz-//')
+  cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
+  extract_vmlinux "$root/boot/vmlinuz-$kver" "$out/vmlinux"
+  mkfs.ext4 -q -L rootfs -E lazy_itable_init=0,lazy_journal_init=0 -d "$root" "$out/.work/root.raw" 4G
+  qemu-img convert -q -f raw -O qcow2 "$out/.work/root.raw" "$out/disk.qcow2"
+  echo "root=/dev/vda rw console=ttyS0" > "$out/cmdline"
+  rm -rf "$out/.work"
+}
+
 main() {
   [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
   local packages kpkg key dir tmp start
@@ -153,7 +206,7 @@ main() {
   tmp=$(mktemp -d "$CACHE/.$KIND-$key.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   # shellcheck disable=SC2086
-  download $packages
+  [ "$KIND" != tiny ] || download $packages   # debootstrap fetches the debian image's own debs
   log "building $KIND image $key"
   # shellcheck disable=SC2086
   "build_$KIND" "$tmp" $packages

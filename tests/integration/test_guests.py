@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import libvirt
 import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.seed import (
     render_seed_files,
@@ -47,7 +48,7 @@ def vtorque_seed(tmp_path, hostname, user_key, host_key_path):
                 "path": "/etc/vtorque/job",
                 "content": "job 42.test\n",
                 "permissions": "0640",
-                "owner": "alice:alicegrp",
+                "owner": "root:alicegrp",
             }
         ],
         "runcmd": [["sh", "-c", "echo runcmd-ran > /run/vtorque-runcmd"]],
@@ -126,9 +127,9 @@ def test_tiny_guest_boots_applies_the_seed_and_runs_commands(booted, tiny_image,
     assert (failed.returncode, failed.stdout, failed.stderr.strip()) == (7, "", "to-stderr")
 
     assert guest.agent_exec("/bin/cat", "/run/vtorque-runcmd") == (0, "runcmd-ran\n", "")
-    assert guest.agent_exec("/bin/stat", "-c", "%a %U:%G", "/etc/vtorque/job")[1] == "640 alice:alicegrp\n"
+    assert guest.agent_exec("/bin/stat", "-c", "%a %U:%G", "/etc/vtorque/job")[1] == "640 root:alicegrp\n"
 
-    guest.dom.shutdown()  # ACPI power button
+    guest.dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
     guest.wait_gone(timeout=30)
     assert guest.name not in [d.name() for d in libvirt_conn.listAllDomains()]
 
@@ -141,3 +142,26 @@ def test_tiny_guest_refuses_a_host_key_it_was_not_given(booted, tiny_image, tmp_
     known_hosts.write_text(f"[127.0.0.1]:{port} {other}\n")
     done = ssh(port, "alice", key, known_hosts, "true")
     assert done.returncode == 255 and "host key" in done.stderr.lower()
+
+
+def test_debian_guest_runs_real_cloud_init_on_the_same_seed(booted, debian_image, libvirt_conn):
+    guest, port, known_hosts, key, hostname = booted(debian_image, "debian", memory_mib=1024, vcpus=2)
+    ssh_ready = wait_ssh(port, "alice", key, known_hosts, timeout=240)
+    print(f"debian guest: SSH as alice after {ssh_ready:.1f}s")
+
+    status = ssh(port, "alice", key, known_hosts, "cloud-init status --wait --long", timeout=240)
+    assert "status: done" in status.stdout, status.stdout + status.stderr
+    done = ssh(
+        port, "alice", key, known_hosts, "id -u; id -gn; hostname; cat /etc/vtorque/job /run/vtorque-runcmd"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["1234", "alicegrp", hostname, "job 42.test", "runcmd-ran"]
+    assert ssh(port, "alice", key, known_hosts, "stat -c '%a %U:%G' /etc/vtorque/job").stdout == (
+        "640 root:alicegrp\n"
+    )
+    code, out, _ = guest.agent_exec("/bin/cat", "/etc/hostname")
+    assert (code, out.strip()) == (0, hostname)
+
+    guest.dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    guest.wait_gone(timeout=60)
+    assert guest.name not in [d.name() for d in libvirt_conn.listAllDomains()]
