@@ -13,6 +13,10 @@ from vtorque.errors import VTorqueError
 COMMANDS = {
     "config": ("vtorque.cmd_config", "check or show the site configuration"),
     "images": ("vtorque.cmd_images", "list, show, add, remove and verify catalog images"),
+    "run": ("vtorque.localrun", "run a VM job on this machine, playing pbs_mom (root; the demo)"),
+    "jobs": ("vtorque.cmd_jobs", "show what vTorque knows about a job"),
+    "sweep": ("vtorque.cmd_sweep", "remove VMs and files of jobs that are no longer running (root)"),
+    "job-run": ("vtorque.jobrun", "run the job in its VMs (called by the job wrapper)"),
 }
 
 

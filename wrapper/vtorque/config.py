@@ -188,7 +188,9 @@ class Mount:
 
 @dataclass(frozen=True)
 class GuestMounts:
-    home: Mount = _opt(Mount())
+    # The home is not mounted by default: a mounted home hides the guest's ~/.ssh, which
+    # guests whose SSH server reads only ~/.ssh/authorized_keys (dropbear) need for the job key.
+    home: Mount = _opt(Mount(type="none"))
     workdir: Mount = _opt(Mount())
 
 

@@ -220,7 +220,9 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
         os.mkdir(os.path.join(staging, "wrapper"), 0o755)
         wrapper = os.path.join(staging, "wrapper", script.name)
         vtorque_bin = os.path.join(os.path.dirname(sys.executable), "vtorque")
-        body = render_job_wrapper(script.directives, config.spool_dir, vtorque_bin)
+        body = render_job_wrapper(
+            script.directives, config.spool_dir, vtorque_bin, os.environ.get("VTORQUE_CONFIG")
+        )
         spool.write_new_file(wrapper, body, 0o755)
         argv = [*qsub_argv, wrapper]
         done = subprocess.run(argv, stdout=subprocess.PIPE, check=False)

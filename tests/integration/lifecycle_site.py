@@ -1,0 +1,100 @@
+"""A throw-away vTorque site on this machine for lifecycle tests: a real non-root job owner,
+a site config and catalog with the tiny guest, spool and state dirs, and a pbs_mom
+(vtorque.localrun.PbsMom) that calls the hooks exactly as Torque does."""
+
+import json
+import os
+import pwd
+import random
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+USER, UID = "vtuser", 4500
+PBSNODES_STANDIN = """#!/bin/sh
+# records `pbsnodes -o -N NOTE NODE` calls, as the admin would see them
+printf '%s\\n' "$*" >> {log}
+"""
+
+
+def ensure_user():
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["groupadd", "-g", str(UID), "vtgrp"], check=True)
+        subprocess.run(["useradd", "-m", "-u", str(UID), "-g", "vtgrp", "-s", "/bin/sh", USER], check=True)
+        return pwd.getpwnam(USER)
+
+
+def remove_user():
+    subprocess.run(["userdel", "-r", USER], capture_output=True, check=False)
+    subprocess.run(["groupdel", "vtgrp"], capture_output=True, check=False)
+
+
+class Site:
+    def __init__(self, image, **overrides):
+        self.root = Path(tempfile.mkdtemp(prefix="vtorque-site-", dir="/var/tmp"))
+        os.chmod(self.root, 0o755)  # noqa: S103 - the job owner reads the config
+        self.spool, self.state = self.root / "spool", self.root / "state"
+        self.spool.mkdir()
+        os.chmod(self.spool, 0o1777)  # noqa: S103 - users create their job dirs, as deployed
+        self.pbsnodes_log = self.root / "pbsnodes.log"
+        pbsnodes = self.root / "pbsnodes"
+        pbsnodes.write_text(PBSNODES_STANDIN.format(log=self.pbsnodes_log))
+        pbsnodes.chmod(0o755)
+        catalog = {
+            "images": {
+                "tiny": {
+                    "path": str(image.disk),
+                    "format": "qcow2",
+                    "distro": "debian",
+                    "description": "tiny test guest",
+                    "kernel": str(image.kernel),
+                    "initrd": str(image.initrd),
+                    "cmdline": image.cmdline,
+                }
+            }
+        }
+        self.catalog = self.root / "images.yml"
+        self.catalog.write_text(yaml.safe_dump(catalog))
+        config = {
+            "spool_dir": str(self.spool),
+            "state_dir": str(self.state),
+            "images": str(self.catalog),
+            "torque": {"pbsnodes": str(pbsnodes)},
+            "defaults": {"img": "tiny", "vcpus": 1, "ram": "256M"},
+            "host_reserve": {"cores": 1, "ram_mib": "64M"},
+            "libvirt": {"virt_type": "qemu"},
+            "network": {"mode": "user", "ssh_port_base": random.randrange(30000, 40000, 100)},  # noqa: S311 - a port, not a secret,
+            "timeouts": {"prologue": 150, "boot": 60, "ssh": 60, "shutdown": 10, "epilogue": 90},
+            "runner": {"forks": 4},
+        }
+        for key, value in overrides.items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        self.config = self.root / "vtorque.yml"
+        self.config.write_text(yaml.safe_dump(config))
+        user = ensure_user()
+        self.workdir = Path(user.pw_dir) / "work"
+        self.workdir.mkdir(exist_ok=True)
+        os.chown(self.workdir, user.pw_uid, user.pw_gid)
+
+    def write_job(self, name, text):
+        path = self.workdir / name
+        path.write_text(text)
+        user = pwd.getpwnam(USER)
+        os.chown(path, user.pw_uid, user.pw_gid)
+        path.chmod(0o755)
+        return path
+
+    def record(self, job_id):
+        from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
+        path = self.state / "records" / (naming.sanitise_job_id(job_id) + ".json")
+        return json.loads(path.read_text())
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)

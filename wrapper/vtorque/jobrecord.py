@@ -1,0 +1,91 @@
+"""What vTorque remembers about a job, and where a person finds the reason for a failure.
+
+Root keeps one record per job in `<state_dir>/records/` (root-owned, world-readable, outlives
+the job's files, read by `vtorque jobs show`). A failure reason also goes to syslog and to
+`vtorque.log` in the user's spool directory, because Torque discards the .o/.e files of a job
+whose prologue exits 1.
+"""
+
+import json
+import os
+import stat
+import syslog
+import time
+
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
+USER_LOG = "vtorque.log"
+
+
+def record_path(state_dir, job_id):
+    return os.path.join(state_dir, "records", naming.sanitise_job_id(job_id) + ".json")
+
+
+def load_record(state_dir, job_id):
+    try:
+        with open(record_path(state_dir, job_id), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def update_record(state_dir, job_id, **changes):
+    """Merge `changes` into the job's record (phases and events are appended to); atomic replace."""
+    record = load_record(state_dir, job_id) or {"job_id": job_id, "phases": {}, "events": []}
+    for key, value in changes.items():
+        if key == "phases":
+            record["phases"].update(value)
+        elif key == "event":
+            record["events"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "text": value})
+        else:
+            record[key] = value
+    path = record_path(state_dir, job_id)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+    os.replace(temp, path)
+    return record
+
+
+def report(message, *, state_dir, job_id, spool_job_dir=None, owner_uid=None, priority=syslog.LOG_ERR):
+    """Tell admin and user: syslog, the job record, and the user's spool log when there is one."""
+    syslog.openlog("vtorque", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(priority, f"job {job_id}: {message}")
+    update_record(state_dir, job_id, event=message)
+    if spool_job_dir and owner_uid is not None:
+        append_user_log(spool_job_dir, owner_uid, message)
+
+
+def append_user_log(job_dir, owner_uid, message):
+    """Append a line to `<spool job dir>/vtorque.log` as root without trusting the user's dir:
+    the directory must be the owner's and no link; the log is unlinked and created anew
+    (O_EXCL), so a link or hard link planted there is never written through."""
+    try:
+        dir_fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(dir_fd)
+        if info.st_uid != owner_uid or info.st_mode & stat.S_IWOTH:
+            return False
+        old = b""
+        try:
+            fd = os.open(USER_LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as handle:
+                if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    old = handle.read(64 * 1024)
+            os.unlink(USER_LOG, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} vtorque: {message}\n".encode()
+        fd = os.open(USER_LOG, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(old + line)
+            os.fchown(handle.fileno(), owner_uid, -1)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)

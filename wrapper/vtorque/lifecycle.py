@@ -1,0 +1,404 @@
+"""What the root hooks do for a VM job: start its VMs, tear them down, record why.
+
+Exit codes follow Torque (torque-conventions §4): a request that is invalid at start aborts
+the job (prologue exit 1, reason to the user's spool log and syslog); an infrastructure
+failure tears down what was started, takes the node offline with the reason, and exits 2 so
+Torque requeues the job elsewhere. Every phase ends before Torque's `$prologalarm` kill.
+"""
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from xml.sax.saxutils import quoteattr
+
+from vtorque.catalog import verify_image_files
+from vtorque.errors import VTorqueError
+from vtorque.jobrecord import report, update_record
+from vtorque.plan import Owner, make_plan
+from vtorque.request import load_request
+from vtorque.runner import run_playbook
+from vtorque.seeds import seed_for
+
+ABORT, REQUEUE = 1, 2
+TEARDOWN_RESERVE = 20  # seconds kept for tearing down after a failed start
+
+
+class InfrastructureError(VTorqueError):
+    """libvirt, a node or a guest failed: not the user's fault, the job should run elsewhere."""
+
+
+def owner_of(user):
+    entry = pwd.getpwnam(user)
+    return Owner(
+        entry.pw_name, entry.pw_uid, entry.pw_gid, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_dir
+    )
+
+
+def spool_job_dir(config, job_id):
+    return os.path.join(config.spool_dir, job_id)
+
+
+def start(job, config):
+    """The mother superior's prologue for a VM job; returns Torque's exit code."""
+    began = time.monotonic()
+    deadline = began + config.timeouts.prologue - config.timeouts.shutdown - TEARDOWN_RESERVE
+    spool = spool_job_dir(config, job.job_id)
+    tell = _reporter(config, job.job_id, spool)
+    try:
+        owner = owner_of(job.user)
+        tell.owner_uid = owner.uid
+        _check_spool_dir(spool, owner.uid)
+        request = load_request(os.path.join(spool, "request.json"), owner.uid, config)
+        if not request.user_image:
+            verify_image_files(request.image)
+        plan = make_plan(job, request, config, owner)
+    except (VTorqueError, KeyError) as err:
+        tell(f"the job cannot start: {_message(err)}")
+        update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
+        return ABORT
+    update_record(config.state_dir, job.job_id, state="starting", owner=owner.name, nodes=list(plan.nodes))
+    try:
+        variables = _prepare(plan, config)
+        result = run_playbook(
+            "start",
+            plan.nodes,
+            variables,
+            work_dir=plan.job_dir,
+            runner_config=config.runner,
+            timeout=max(1, int(deadline - time.monotonic())),
+        )
+        if not result.ok:
+            raise InfrastructureError(
+                f"starting the VMs failed ({result.status}): " + "; ".join(result.failures)
+            )
+        started = time.monotonic()
+        _wait_for_ssh(plan, deadline)
+        vms = _publish(plan)
+    except (VTorqueError, OSError, subprocess.SubprocessError) as err:
+        reason = _message(err)
+        tell(f"VM start failed on {socket.gethostname()}; tearing down and requeueing: {reason}")
+        for vm in plan.vms:
+            console = _console_tail(vm.serial_log)
+            if console:
+                update_record(config.state_dir, job.job_id, event=f"console of {vm.name}:\n{console}")
+        _teardown(job.job_id, plan.nodes, config)
+        _offline(config, job.job_id, reason)
+        update_record(config.state_dir, job.job_id, state="requeued", reason=reason)
+        return REQUEUE
+    now = time.monotonic()
+    update_record(
+        config.state_dir,
+        job.job_id,
+        state="running",
+        vms=vms,
+        phases={"prologue": round(now - began, 2), "guests_ssh_ready": round(now - started, 2)},
+    )
+    return 0
+
+
+def stop(job, config):
+    """The mother superior's epilogue: every VM and file of the job goes, on every node."""
+    began = time.monotonic()
+    nodes = tuple(host for host, _ in job.nodes) or (socket.gethostname(),)
+    result = _teardown(job.job_id, nodes, config)
+    state = "ended" if result.ok else "teardown failed"
+    changes = {
+        "state": state,
+        "exit_status": job.exit_status,
+        "phases": {"epilogue": round(time.monotonic() - began, 2)},
+    }
+    if not result.ok:
+        changes["reason"] = "; ".join(result.failures) or result.status
+        report(f"teardown failed: {changes['reason']}", state_dir=config.state_dir, job_id=job.job_id)
+    update_record(config.state_dir, job.job_id, **changes)
+    if result.ok and job.exit_status is not None and job.exit_status >= 0:
+        shutil.rmtree(spool_job_dir(config, job.job_id), ignore_errors=True)  # symlink-safe on Linux
+    return 0
+
+
+def stop_on_sister(job, config):
+    """epilogue.parallel: remove anything of the job left on this node, without Ansible."""
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep
+
+    params = {
+        "uri": config.libvirt.uri,
+        "job_id": job.job_id,
+        "state_dir": config.state_dir,
+        "live_jobs": None,
+        "shutdown_timeout": config.timeouts.shutdown,
+    }
+    sweep(params, check_mode=False)
+    return 0
+
+
+def _teardown(job_id, nodes, config):
+    variables = {
+        "vtorque": {
+            "uri": config.libvirt.uri,
+            "job_id": job_id,
+            "state_dir": config.state_dir,
+            "shutdown_timeout": config.timeouts.shutdown,
+        }
+    }
+    work_dir = os.path.join(config.state_dir, "runner")
+    return run_playbook(
+        "stop",
+        nodes,
+        variables,
+        work_dir=work_dir,
+        runner_config=config.runner,
+        timeout=config.timeouts.epilogue,
+    )
+
+
+def _prepare(plan, config):
+    """Job directory, per-job user key and per-VM host keys; the playbook's variables."""
+    os.makedirs(plan.job_dir, mode=0o711, exist_ok=True)
+    os.chmod(plan.job_dir, 0o711)  # noqa: S103 - the owner opens its key and vms.json by name, never lists
+    user_key = os.path.join(plan.job_dir, "id_ed25519")
+    _keygen(user_key, f"vtorque-job-{plan.job_id}")
+    os.chown(user_key, plan.owner.uid, plan.owner.gid)
+    with open(user_key + ".pub", encoding="utf-8") as handle:
+        user_public = handle.read().strip()
+    known_hosts, vms = [], []
+    for vm in plan.vms:
+        host_key = _host_key(plan.job_dir, vm.name)
+        known_hosts.append(_known_host_line(vm, host_key[1]))
+        meta, user_data, network = seed_for(plan, vm, user_public, host_key)
+        vms.append(
+            {
+                "node": vm.node,
+                "name": vm.name,
+                "overlay": vm.overlay,
+                "seed": vm.seed,
+                "serial_log": vm.serial_log,
+                "vcpus": vm.vcpus,
+                "memory_mib": vm.memory_mib,
+                "address": vm.address,
+                "job": {"id": plan.job_id, "node": vm.node, "index": vm.index},
+                "nics": [_nic(plan, vm)],
+                "meta_data": meta,
+                "user_data": user_data,
+                "network_config": network,
+            }
+        )
+    _write(os.path.join(plan.job_dir, "known_hosts"), "".join(known_hosts), 0o644)
+    image = plan.image
+    boot = {"kernel": image["kernel"], "initrd": image["initrd"], "cmdline": image["cmdline"] or ""}
+    return {
+        "vtorque": {
+            "uri": plan.uri,
+            "job_dir": plan.job_dir,
+            "virt_type": plan.virt_type,
+            "image": image,
+            "boot": boot if image["kernel"] else None,
+            "template": config.domain_template,
+            "extra_devices": [
+                _filesystem(tag, path)
+                for tag, path, _source, kind in plan.mounts
+                if kind in ("9p", "virtiofs")
+            ],
+            "wait_timeout": config.timeouts.boot,
+            "vms": vms,
+        }
+    }
+
+
+def _nic(plan, vm):
+    if plan.network_mode == "user":
+        return {
+            "mode": "user",
+            "mac": vm.mac,
+            "host_port": vm.ssh_port,
+            "guest_address": vm.address.split("/")[0],
+        }
+    mode = "bridge" if plan.network_mode == "bridge" else "network"
+    return {"mode": mode, "source": plan.network_source, "mac": vm.mac}
+
+
+def _filesystem(tag, path):
+    return (
+        f"<filesystem type='mount' accessmode='passthrough'><source dir={quoteattr(path)}/>"
+        f"<target dir={quoteattr(tag)}/></filesystem>"
+    )
+
+
+def _known_host_line(vm, public_key):
+    host = vm.ssh_host if vm.ssh_port == 22 else f"[{vm.ssh_host}]:{vm.ssh_port}"
+    return f"{host},{vm.hostname} {public_key}\n"
+
+
+def _keygen(path, comment):
+    for stale in (path, path + ".pub"):
+        if os.path.lexists(stale):
+            os.unlink(stale)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _host_key(job_dir, name):
+    """(private, public) OpenSSH text of a fresh ed25519 host key; only the seed keeps the private part."""
+    path = os.path.join(job_dir, f".{name}-hostkey")
+    _keygen(path, name)
+    try:
+        with open(path, encoding="utf-8") as private, open(path + ".pub", encoding="utf-8") as public:
+            return private.read(), public.read().strip()
+    finally:
+        os.unlink(path)
+        os.unlink(path + ".pub")
+
+
+def _wait_for_ssh(plan, deadline):
+    """Every guest accepts the owner's per-job key and shows its pinned host key."""
+
+    def wait(vm):
+        last = None
+        while time.monotonic() < deadline:
+            last = ssh_probe(plan, vm)
+            if last.returncode == 0:
+                return
+            time.sleep(0.5)
+        detail = (last.stderr.strip().splitlines() or ["no answer"])[-1] if last else "no time left"
+        raise InfrastructureError(
+            f"{vm.name} did not accept SSH on {vm.ssh_host}:{vm.ssh_port} in time: {detail}"
+        )
+
+    with ThreadPoolExecutor(max_workers=min(16, len(plan.vms))) as pool:
+        for future in [pool.submit(wait, vm) for vm in plan.vms]:
+            future.result()
+
+
+def ssh_command(job_dir, user, host, port):
+    return [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-i",
+        os.path.join(job_dir, "id_ed25519"),
+        "-p",
+        str(port),
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={os.path.join(job_dir, 'known_hosts')}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "LogLevel=ERROR",
+        f"{user}@{host}",
+    ]
+
+
+def ssh_probe(plan, vm):
+    return subprocess.run(
+        [*ssh_command(plan.job_dir, plan.owner.name, vm.ssh_host, vm.ssh_port), "true"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=20,
+        check=False,
+    )
+
+
+def _publish(plan):
+    vms = [
+        {
+            "name": vm.name,
+            "node": vm.node,
+            "rank": vm.rank,
+            "hostname": vm.hostname,
+            "address": vm.address,
+            "ssh_host": vm.ssh_host,
+            "ssh_port": vm.ssh_port,
+        }
+        for vm in plan.vms
+    ]
+    document = {"job_id": plan.job_id, "owner": plan.owner.name, "workdir": plan.workdir, "vms": vms}
+    _write(os.path.join(plan.job_dir, "vms.json"), json.dumps(document, indent=2) + "\n", 0o644)
+    return vms
+
+
+def _write(path, text, mode):
+    temp = f"{path}.tmp"
+    if os.path.lexists(temp):
+        os.unlink(temp)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temp, path)
+
+
+def _console_tail(path, lines=15):
+    """The last lines a guest printed on its serial console (this node's VMs only)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 8192))
+            text = handle.read().decode("utf-8", "replace").replace("\r", "")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _check_spool_dir(path, owner_uid):
+    from vtorque.errors import UntrustedFileError
+
+    info = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise UntrustedFileError(f"job directory {path} is not a directory (links are refused)")
+    if info.st_uid != owner_uid:
+        raise UntrustedFileError(
+            f"job directory {path} is owned by uid {info.st_uid}, expected uid {owner_uid}"
+        )
+
+
+def _offline(config, job_id, reason):
+    """Take this node offline so the requeued job does not loop here (pbsnodes -o -N)."""
+    node = socket.gethostname()
+    try:
+        subprocess.run(
+            [config.torque.pbsnodes, "-o", "-N", f"vtorque: {reason[:200]}", node],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        report(
+            f"could not take {node} offline with {config.torque.pbsnodes}: {err}",
+            state_dir=config.state_dir,
+            job_id=job_id,
+        )
+
+
+def _message(err):
+    return str(err) if not isinstance(err, KeyError) else f"unknown user {err.args[0]!r}"
+
+
+class _reporter:
+    def __init__(self, config, job_id, spool):
+        self.config, self.job_id, self.spool, self.owner_uid = config, job_id, spool, None
+
+    def __call__(self, message):
+        report(
+            message,
+            state_dir=self.config.state_dir,
+            job_id=self.job_id,
+            spool_job_dir=self.spool,
+            owner_uid=self.owner_uid,
+        )

@@ -1,0 +1,332 @@
+"""`vtorque run [--user NAME] [qsub options] [-vm ...] job.sh`: a VM job on this one machine.
+
+It submits with the real `vsub` (as the job owner) to a local queue, then plays pbs_mom to
+the letter of torque-conventions.md: node file in $PBS_HOME/aux, the mom_priv shims called as
+root with 8/11 arguments and Torque's minimal environment, the job script as the owner with
+the job's full PBS_* environment from its home directory, qdel (Ctrl-C) as
+epilogue.precancel as the owner then SIGTERM, and the epilogue with the job's exit status.
+The job's output streams to this terminal; the exit code is the job's (125: it never ran).
+"""
+
+import argparse
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from vtorque.errors import VTorqueError
+
+DID_NOT_RUN = 125
+HOOKS = ("prologue", "prologue.parallel", "epilogue", "epilogue.parallel", "epilogue.precancel")
+QDEL_STATUS = 271  # 256 + SIGTERM, what Torque reports for a deleted running job
+ABORTED, REQUEUED = -2, -14
+
+
+@dataclass
+class LocalJob:
+    job_id: str
+    name: str
+    user: pwd.struct_passwd
+    group: str
+    workdir: str
+    script: str  # what qsub stored: pbs_mom runs its own copy ($PBS_HOME/mom_priv/jobs/<id>.SC)
+    ppn: int
+    resources: str
+    queue: str = "batch"
+    session: int = 0
+    exit_status: int | None = None
+    outputs: list = field(default_factory=list)
+
+
+class PbsMom:
+    """One-machine pbs_mom: a temp $PBS_HOME with the hook shims, and the job's life in it."""
+
+    def __init__(self, site_config_path, base=None, hook_env=None):
+        self.root = tempfile.mkdtemp(prefix="vtorque-mom-", dir=base)
+        os.chmod(self.root, 0o755)  # noqa: S103 - the owner reads the config and runs the shims
+        self.pbs_home = os.path.join(self.root, "pbs_home")
+        self.queue = os.path.join(self.root, "queue")
+        for sub in ("aux", "mom_priv/jobs", "bin"):
+            os.makedirs(os.path.join(self.pbs_home, sub), mode=0o755)
+        os.makedirs(self.queue, mode=0o777)
+        os.chmod(self.queue, 0o1777)  # noqa: S103 - the owner's qsub writes its record here
+        self.config = self._site_config(site_config_path)
+        self.hook_env = hook_env or {}
+        self._install_shims()
+
+    # --- set-up -------------------------------------------------------------------------
+    def _site_config(self, path):
+        """The site config with Torque's commands pointed at the local queue and pbs_home here."""
+        from vtorque.config_file import read_config_data
+
+        data = read_config_data(path)
+        bin_dir = os.path.join(self.pbs_home, "bin")
+        torque = dict(data.get("torque") or {})
+        for program in ("qsub", "qrls", "qdel", "pbsnodes"):
+            shim = os.path.join(bin_dir, program)
+            with open(shim, "w", encoding="utf-8") as handle:
+                run = f"VTORQUE_LOCAL_QUEUE={self.queue} exec {sys.executable} -m vtorque.localqueue"
+                handle.write(f'#!/bin/sh\n{run} {program} "$@"\n')
+            os.chmod(shim, 0o755)  # noqa: S103 - Torque's commands, run by the owner
+            torque[program] = shim
+        torque["pbs_home"] = self.pbs_home
+        data = {**data, "torque": torque}
+        local = os.path.join(self.root, "vtorque.yml")
+        import yaml
+
+        with open(local, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(data, handle)
+        os.chmod(local, 0o644)
+        return local
+
+    def _install_shims(self):
+        """mom_priv scripts as the compute role installs them (plus this run's config path)."""
+        hook = os.path.join(os.path.dirname(sys.executable), "vtorque-hook")
+        for event in HOOKS:
+            path = os.path.join(self.pbs_home, "mom_priv", event)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(f'#!/bin/sh\nVTORQUE_CONFIG={self.config} exec {hook} {event} "$@"\n')
+            os.chmod(path, 0o755)  # noqa: S103 - Torque demands 0755 root:root hooks
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- submission -----------------------------------------------------------------------
+    def submit(self, user, argv, cwd):
+        """`vsub ARGV` as `user` in `cwd`; the LocalJob, or VTorqueError with vsub's message."""
+        entry = pwd.getpwnam(user)
+        vsub = os.path.join(os.path.dirname(sys.executable), "vsub")
+        env = self._user_env(entry, {"VTORQUE_CONFIG": self.config})
+        done = subprocess.run(
+            [vsub, *argv], cwd=cwd, env=env, capture_output=True, text=True, check=False, **_as_user(entry)
+        )
+        sys.stderr.write(done.stderr)
+        if done.returncode != 0:
+            raise VTorqueError(f"vsub failed (exit {done.returncode})")
+        job_id = done.stdout.strip().splitlines()[-1]
+        with open(os.path.join(self.queue, f"{job_id.split('.')[0]}.json"), encoding="utf-8") as handle:
+            record = json.load(handle)
+        from vtorque.qsub_args import parse_qsub_argv, resource
+
+        args = parse_qsub_argv(record["argv"])
+        nodes = resource(args, "nodes") or "1"
+        ppn = int(nodes.split("ppn=")[1].split(":")[0]) if "ppn=" in nodes else 1
+        names = args.values("N")
+        name = names[-1] if names else os.path.basename(args.script)
+        resources = ",".join(f"{k}={v}" for k, v in (("nodes", nodes), ("neednodes", nodes)))
+        group = grp.getgrgid(entry.pw_gid).gr_name
+        return LocalJob(job_id, name, entry, group, cwd, record["script"], ppn, resources)
+
+    # --- the job's life, as pbs_mom lives it -------------------------------------------------
+    def prologue(self, job):
+        with open(self.nodefile(job), "w", encoding="utf-8") as handle:
+            handle.write(f"{socket.gethostname()}\n" * job.ppn)
+        with open(self.script_copy(job), "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(job.script)
+        os.chmod(self.script_copy(job), 0o755)  # noqa: S103 - run by the job owner, as pbs_mom does
+        args = [
+            job.job_id,
+            job.user.pw_name,
+            job.group,
+            job.name,
+            job.resources,
+            job.queue,
+            "",
+            self.script_copy(job),
+        ]
+        return self._hook("prologue", args, job)
+
+    def run_job(self, job, stdout=None, stderr=None):
+        """Start the job script (the wrapper) as the owner; a Popen."""
+        env = self._job_env(job)
+        child = subprocess.Popen(
+            [self.script_copy(job)],
+            cwd=job.user.pw_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            **_as_user(job.user),
+        )
+        job.session = child.pid
+        return child
+
+    def qdel(self, job, child):
+        """qdel of a running job: precancel as the owner (synchronously), then SIGTERM to the session."""
+        self._hook("epilogue.precancel", self._epilogue_args(job, status=0, used=""), job, as_owner=True)
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def epilogue(self, job, status):
+        job.exit_status = status
+        code = self._hook("epilogue", self._epilogue_args(job, status=status), job)
+        os.unlink(self.nodefile(job))
+        return code
+
+    # --- helpers ---------------------------------------------------------------------------
+    def nodefile(self, job):
+        return os.path.join(self.pbs_home, "aux", job.job_id)
+
+    def script_copy(self, job):
+        return os.path.join(self.pbs_home, "mom_priv", "jobs", f"{job.job_id}.SC")
+
+    def _epilogue_args(self, job, status, used="cput=00:00:00,vmem=0kb,walltime=00:00:01,mem=0kb"):
+        return [
+            job.job_id,
+            job.user.pw_name,
+            job.group,
+            job.name,
+            str(job.session),
+            job.resources,
+            used,
+            job.queue,
+            "",
+            str(status),
+            self.script_copy(job),
+        ]
+
+    def _hook(self, event, args, job, as_owner=False):
+        """Torque's way: stdin /dev/null, cwd mom_priv (owner: home), minimal environment."""
+        env = {
+            "PATH": "/bin:/usr/bin",
+            "LANG": os.environ.get("LANG", "C"),
+            "PBS_MSHOST": socket.gethostname(),
+            "PBS_NODENUM": "0",
+            "PBS_O_WORKDIR": job.workdir,
+            "PBS_RESOURCE_NODES": f"1:ppn={job.ppn}",
+            "PBS_NUM_NODES": "1",
+            "PBS_NUM_PPN": str(job.ppn),
+            "PBS_NP": str(job.ppn),
+            "PBS_NODEFILE": self.nodefile(job),
+            **self.hook_env,
+        }
+        path = os.path.join(self.pbs_home, "mom_priv", event)
+        cwd = job.user.pw_dir if as_owner else os.path.dirname(path)
+        output = subprocess.DEVNULL if event == "epilogue.precancel" else None
+        done = subprocess.run(
+            [path, *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            check=False,
+            **(_as_user(job.user) if as_owner else {}),
+        )
+        return done.returncode
+
+    def _user_env(self, entry, extra):
+        return {
+            "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": entry.pw_dir,
+            "USER": entry.pw_name,
+            "LOGNAME": entry.pw_name,
+            "SHELL": entry.pw_shell,
+            "LANG": "C.UTF-8",
+            **extra,
+        }
+
+    def _job_env(self, job):
+        host = socket.gethostname()
+        env = self._user_env(job.user, {})
+        env.update(
+            {
+                "PBS_JOBID": job.job_id,
+                "PBS_JOBNAME": job.name,
+                "PBS_QUEUE": job.queue,
+                "PBS_ENVIRONMENT": "PBS_BATCH",
+                "PBS_JOBCOOKIE": "0" * 32,
+                "PBS_VERSION": "TORQUE-6.1-dev",
+                "PBS_NODEFILE": self.nodefile(job),
+                "PBS_NODENUM": "0",
+                "PBS_VNODENUM": "0",
+                "PBS_TASKNUM": "1",
+                "PBS_MOMPORT": "15003",
+                "PBS_NP": str(job.ppn),
+                "PBS_NUM_NODES": "1",
+                "PBS_NUM_PPN": str(job.ppn),
+                "PBS_O_HOME": job.user.pw_dir,
+                "PBS_O_HOST": host,
+                "PBS_O_LOGNAME": job.user.pw_name,
+                "PBS_O_PATH": env["PATH"],
+                "PBS_O_SHELL": job.user.pw_shell,
+                "PBS_O_WORKDIR": job.workdir,
+                "PBS_O_QUEUE": job.queue,
+                "PBS_O_SERVER": host,
+            }
+        )
+        return env
+
+
+def _as_user(entry):
+    groups = [g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem]
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
+
+
+def main(argv, prog="vtorque run"):
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+        usage=f"{prog} [--user NAME] [qsub options] [-vm key=value,...] job.sh",
+    )
+    parser.add_argument(
+        "--user", default=os.environ.get("SUDO_USER"), help="job owner (default: $SUDO_USER)"
+    )
+    parser.add_argument(
+        "--config", default=None, help="site config (default: $VTORQUE_CONFIG or /etc/vtorque/vtorque.yml)"
+    )
+    options, vsub_argv = parser.parse_known_args(argv)
+    if os.geteuid() != 0:
+        raise VTorqueError("vtorque run plays pbs_mom and runs the root hooks: run it as root")
+    if not options.user or options.user == "root":
+        raise VTorqueError("the job needs a non-root owner: --user NAME (or run through sudo)")
+    from vtorque.config_file import config_path
+
+    mom = PbsMom(config_path(options.config))
+    try:
+        return _run(mom, options.user, vsub_argv)
+    finally:
+        mom.close()
+
+
+def _run(mom, user, vsub_argv):
+    job = mom.submit(user, vsub_argv, os.getcwd())
+    print(f"vtorque run: job {job.job_id}: prologue (starting the VMs) ...", file=sys.stderr, flush=True)
+    began = time.monotonic()
+    code = mom.prologue(job)
+    if code != 0:
+        status = ABORTED if code == 1 else REQUEUED
+        mom.epilogue(job, status)
+        verdict = "aborted" if code == 1 else "would be requeued"
+        print(
+            f"vtorque run: the prologue exited {code}: the job {verdict}; `vtorque jobs show {job.job_id}`"
+            " says why",
+            file=sys.stderr,
+        )
+        return DID_NOT_RUN
+    print(
+        f"vtorque run: VMs ready in {time.monotonic() - began:.1f}s; running {job.name}",
+        file=sys.stderr,
+        flush=True,
+    )
+    child = mom.run_job(job)
+    try:
+        status = child.wait()
+    except KeyboardInterrupt:
+        print("\nvtorque run: cancelling (as qdel would)", file=sys.stderr)
+        mom.qdel(job, child)
+        child.wait()
+        status = QDEL_STATUS
+    mom.epilogue(job, status)
+    return status if 0 <= status < 256 else 1

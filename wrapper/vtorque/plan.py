@@ -1,0 +1,185 @@
+"""The job plan: everything vTorque will create for a job, computed once, in Python.
+
+Pure and deterministic: the same job, request and site config give the same plan, so a
+re-run (requeue, a second epilogue) finds the same names. Names, UUIDs and MACs come from
+the collection's naming module (the one place for them); the playbooks only apply the plan.
+"""
+
+import ipaddress
+import os
+import uuid
+from dataclasses import asdict, dataclass
+
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
+from vtorque.errors import VTorqueError
+
+USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}
+SSH_PORT_SPAN = 10000  # user mode: host ports ssh_port_base .. +SPAN-1, one per VM
+
+
+class PlanError(VTorqueError):
+    """The request cannot be placed with this site's configuration."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    uid: int
+    gid: int
+    group: str
+    home: str
+
+
+@dataclass(frozen=True)
+class VMPlan:
+    node: str
+    index: int
+    rank: int
+    name: str
+    uuid: str
+    mac: str
+    hostname: str
+    vcpus: int
+    memory_mib: int
+    address: str  # CIDR
+    gateway: str | None
+    dns: tuple
+    ssh_host: str
+    ssh_port: int
+    overlay: str
+    seed: str
+    serial_log: str
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job_id: str
+    owner: Owner
+    workdir: str
+    image: dict
+    network_mode: str
+    network_source: str | None
+    nodes: tuple
+    vms: tuple
+    state_dir: str
+    job_dir: str
+    uri: str
+    virt_type: str
+    mounts: tuple  # (tag, path on host = path in guest, mount source, type)
+
+    @property
+    def rank0(self):
+        return self.vms[0]
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def make_plan(job, request, config, owner):
+    nodes = tuple(host for host, _ in job.nodes)
+    if not nodes:
+        raise PlanError(f"job {job.job_id} has no nodes (empty node file)")
+    network = config.network
+    if network.mode == "user" and len(nodes) > 1:
+        raise PlanError(
+            "network.mode user reaches guests through 127.0.0.1 port forwards of the mother superior,"
+            f" so it serves single-node jobs only; this job has {len(nodes)} nodes (use bridge)"
+        )
+    vms, rank = [], 0
+    for node in nodes:
+        addresses = _node_addresses(network, node, request.vms_per_node)
+        for index in range(request.vms_per_node):
+            vms.append(_vm(job.job_id, node, index, rank, request, config, addresses))
+            rank += 1
+    image = {
+        "name": request.image.name,
+        "path": request.image.path,
+        "format": request.image.format,
+        "kernel": request.image.kernel,
+        "initrd": request.image.initrd,
+        "cmdline": request.image.cmdline,
+    }
+    workdir = job.workdir or owner.home
+    return JobPlan(
+        job_id=job.job_id,
+        owner=owner,
+        workdir=workdir,
+        image=image,
+        network_mode=network.mode,
+        network_source={"bridge": network.bridge, "libvirt": network.libvirt_network}.get(network.mode),
+        nodes=nodes,
+        vms=tuple(vms),
+        state_dir=config.state_dir,
+        job_dir=naming.job_dir(job.job_id, config.state_dir),
+        uri=config.libvirt.uri,
+        virt_type=config.libvirt.virt_type,
+        mounts=_mounts(config, owner, workdir),
+    )
+
+
+def _node_addresses(network, node, count):
+    if network.mode == "user":
+        return []
+    try:
+        addresses = network.addresses_for(node)
+    except VTorqueError as err:
+        raise PlanError(str(err)) from None
+    if len(addresses) < count:
+        raise PlanError(
+            f"node {node} has {len(addresses)} guest addresses in the pool; the job needs {count}"
+        )
+    return addresses
+
+
+def _vm(job_id, node, index, rank, request, config, addresses):
+    identity = naming.vm_identity(job_id, node, index, config.state_dir)
+    network = config.network
+    if network.mode == "user":
+        address, gateway, dns = USER_NET["address"], USER_NET["gateway"], USER_NET["dns"]
+        offset = uuid.UUID(identity.uuid).int % SSH_PORT_SPAN
+        ssh_host, ssh_port = "127.0.0.1", network.ssh_port_base + offset
+    else:
+        prefix = ipaddress.ip_network(network.cidr).prefixlen
+        address, gateway, dns = f"{addresses[index]}/{prefix}", network.gateway, network.dns
+        ssh_host, ssh_port = str(addresses[index]), 22
+    return VMPlan(
+        node=node,
+        index=index,
+        rank=rank,
+        name=identity.name,
+        uuid=identity.uuid,
+        mac=identity.mac,
+        hostname=f"{naming.sanitise_node(node).split('.')[0]}-vm{index}",
+        vcpus=request.vcpus,
+        memory_mib=request.ram_mib,
+        address=address,
+        gateway=gateway,
+        dns=tuple(dns),
+        ssh_host=ssh_host,
+        ssh_port=ssh_port,
+        overlay=identity.overlay_path,
+        seed=identity.seed_path,
+        serial_log=identity.serial_log_path,
+    )
+
+
+def _mounts(config, owner, workdir):
+    """The owner's home and the job's work dir, at the same paths in the guest (9p/virtiofs
+    tags `home`/`workdir`, or NFS); a work dir inside a mounted home needs no mount of its own."""
+    home, mounts = owner.home, []
+    for tag, path, mount in (
+        ("home", home, config.guest.mounts.home),
+        ("workdir", workdir, config.guest.mounts.workdir),
+    ):
+        if mount.type == "none":
+            continue
+        inside_home = workdir == home or workdir.startswith(home.rstrip("/") + "/")
+        if tag == "workdir" and inside_home and config.guest.mounts.home.type == mount.type:
+            continue
+        if mount.type == "nfs":
+            source = f"{mount.nfs_server}:{mount.nfs_export}" + (f"/{owner.name}" if tag == "home" else "")
+        else:
+            source = tag
+        mounts.append((tag, os.path.normpath(path), source, mount.type))
+    return tuple(mounts)

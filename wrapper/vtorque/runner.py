@@ -1,0 +1,92 @@
+"""Running the collection's job playbooks with ansible-runner.
+
+One fresh private data dir per job and phase, removed afterwards; the inventory is the plan's
+nodes; forks are sized to the node count. The playbook's variables go in a root-only file
+passed with `-e @file`, and the tasks that carry keys are `no_log`, so no secret reaches the
+runner's artifacts or events.
+"""
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
+PLAYBOOKS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(naming.__file__))), "..", "playbooks"
+)
+FAILED_EVENTS = ("runner_on_failed", "runner_on_unreachable")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ok: bool
+    status: str
+    rc: int
+    seconds: float
+    failures: tuple  # "host: task: message"
+
+
+def local_names():
+    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    return names | {name.split(".")[0] for name in names}
+
+
+def inventory(nodes):
+    """Nodes named like this host run with the local connection, the others over SSH."""
+    here = local_names()
+    hosts = {}
+    for node in nodes:
+        host = {"ansible_python_interpreter": sys.executable}
+        if node in here or node.split(".")[0] in here:
+            host["ansible_connection"] = "local"
+        hosts[node] = host
+    return {"all": {"hosts": hosts}}
+
+
+def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout):
+    """Run `job_<phase>.yml` over `nodes` with `variables`; RunResult with the failed tasks' messages."""
+    import ansible_runner
+
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    private = os.path.join(work_dir, f"runner-{phase}-{time.time_ns()}")
+    os.mkdir(private, 0o700)
+    vars_file = os.path.join(private, "vars.json")
+    fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(variables, handle)
+    envvars = {
+        "PATH": os.path.dirname(sys.executable) + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
+        "ANSIBLE_PIPELINING": str(runner_config.pipelining),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    start = time.monotonic()
+    try:
+        run = ansible_runner.run(
+            private_data_dir=private,
+            playbook=os.path.normpath(os.path.join(PLAYBOOKS, f"job_{phase}.yml")),
+            inventory=inventory(nodes),
+            cmdline=f"-e @{vars_file} -e ansible_strategy={runner_config.strategy}",
+            forks=max(1, min(runner_config.forks, len(nodes))),
+            envvars=envvars,
+            quiet=True,
+            timeout=timeout,
+        )
+        failures = tuple(_failure(event) for event in run.events if event.get("event") in FAILED_EVENTS)
+        status, rc = run.status, run.rc
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return RunResult(status == "successful", status, rc, time.monotonic() - start, failures)
+
+
+def _failure(event):
+    data = event.get("event_data", {})
+    result = data.get("res", {}) or {}
+    message = result.get("msg") or result.get("reason") or result.get("stderr") or "failed"
+    return f"{data.get('host', '?')}: {data.get('task', '?')}: {message}"

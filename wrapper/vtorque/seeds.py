@@ -1,0 +1,81 @@
+"""The NoCloud seed content of each VM of a plan (docs/design.md, contract 1).
+
+Only fields both real cloud-init and the tiny test guest honour: hostname, the job owner with
+the host's UID and GID, the per-job key, the VM's pinned host key, static network by MAC,
+/etc/hosts for every VM of the job, the VM node file, the site's mounts.
+"""
+
+NODEFILE_DIR = "/var/spool/torque/aux"
+AUTHORIZED_KEYS_DIR = "/etc/ssh/vtorque/authorized_keys"
+# Outside the home, so a mounted home cannot hide the per-job key (OpenSSH guests).
+SSHD_DROP_IN = f"AuthorizedKeysFile .ssh/authorized_keys {AUTHORIZED_KEYS_DIR}/%u\n"
+MOUNT_OPTIONS = {
+    "9p": "trans=virtio,version=9p2000.L,msize=262144",
+    "virtiofs": "defaults",
+    "nfs": "defaults",
+}
+
+
+def vm_nodefile_path(job_id):
+    """Where $PBS_NODEFILE points inside the guests."""
+    return f"{NODEFILE_DIR}/{job_id}"
+
+
+def vm_nodefile(plan):
+    """One line per vCPU, rank-0 VM first (what mpirun reads)."""
+    return "".join(f"{vm.hostname}\n" * vm.vcpus for vm in plan.vms)
+
+
+def seed_for(plan, vm, user_public_key, host_key):
+    """(meta_data, user_data, network_config) for one VM; host_key = (private, public) OpenSSH text."""
+    owner = plan.owner
+    hosts = "127.0.0.1 localhost\n" + "".join(f"{v.address.split('/')[0]} {v.hostname}\n" for v in plan.vms)
+    if plan.network_mode == "user":  # each guest has its own slirp: it only knows itself
+        hosts = f"127.0.0.1 localhost\n{vm.address.split('/')[0]} {vm.hostname}\n"
+    user_data = {
+        "bootcmd": [["groupadd", "-g", str(owner.gid), owner.group]],
+        "users": [
+            {
+                "name": owner.name,
+                "uid": owner.uid,
+                "primary_group": owner.group,
+                "gecos": f"vTorque job {plan.job_id}",
+                "shell": "/bin/sh",
+                "homedir": owner.home,
+                "lock_passwd": True,
+                "ssh_authorized_keys": [user_public_key],
+            }
+        ],
+        "ssh_deletekeys": True,
+        "ssh_keys": {"ed25519_private": host_key[0], "ed25519_public": host_key[1]},
+        "write_files": [
+            {"path": "/etc/hosts", "content": hosts, "permissions": "0644", "owner": "root:root"},
+            {
+                "path": "/etc/ssh/sshd_config.d/50-vtorque.conf",
+                "content": SSHD_DROP_IN,
+                "permissions": "0644",
+                "owner": "root:root",
+            },
+            {
+                "path": f"{AUTHORIZED_KEYS_DIR}/{owner.name}",
+                "content": user_public_key + "\n",
+                "permissions": "0644",
+                "owner": "root:root",
+            },
+            {
+                "path": vm_nodefile_path(plan.job_id),
+                "content": vm_nodefile(plan),
+                "permissions": "0644",
+                "owner": "root:root",
+            },
+        ],
+        "mounts": [[source, path, kind, MOUNT_OPTIONS[kind]] for _tag, path, source, kind in plan.mounts],
+    }
+    meta_data = {"instance-id": vm.uuid, "local-hostname": vm.hostname}
+    ethernet = {"match": {"macaddress": vm.mac}, "addresses": [vm.address], "set-name": "eth0"}
+    if vm.gateway:
+        ethernet["gateway4"] = vm.gateway
+    if vm.dns:
+        ethernet["nameservers"] = {"addresses": list(vm.dns)}
+    network_config = {"version": 2, "ethernets": {"eth0": ethernet}}
+    return meta_data, user_data, network_config
