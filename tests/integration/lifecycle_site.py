@@ -14,10 +14,6 @@ from pathlib import Path
 import yaml
 
 USER, UID = "vtuser", 4500
-PBSNODES_STANDIN = """#!/bin/sh
-# records `pbsnodes -o -N NOTE NODE` calls, as the admin would see them
-printf '%s\\n' "$*" >> {log}
-"""
 
 
 def ensure_user():
@@ -35,16 +31,12 @@ def remove_user():
 
 
 class Site:
-    def __init__(self, image, **overrides):
+    def __init__(self, image, cmdline=None, **overrides):
         self.root = Path(tempfile.mkdtemp(prefix="vtorque-site-", dir="/var/tmp"))
         os.chmod(self.root, 0o755)  # noqa: S103 - the job owner reads the config
         self.spool, self.state = self.root / "spool", self.root / "state"
         self.spool.mkdir()
         os.chmod(self.spool, 0o1777)  # noqa: S103 - users create their job dirs, as deployed
-        self.pbsnodes_log = self.root / "pbsnodes.log"
-        pbsnodes = self.root / "pbsnodes"
-        pbsnodes.write_text(PBSNODES_STANDIN.format(log=self.pbsnodes_log))
-        pbsnodes.chmod(0o755)
         catalog = {
             "images": {
                 "tiny": {
@@ -54,7 +46,7 @@ class Site:
                     "description": "tiny test guest",
                     "kernel": str(image.kernel),
                     "initrd": str(image.initrd),
-                    "cmdline": image.cmdline,
+                    "cmdline": cmdline or image.cmdline,
                 }
             }
         }
@@ -64,7 +56,6 @@ class Site:
             "spool_dir": str(self.spool),
             "state_dir": str(self.state),
             "images": str(self.catalog),
-            "torque": {"pbsnodes": str(pbsnodes)},
             "defaults": {"img": "tiny", "vcpus": 1, "ram": "256M"},
             "host_reserve": {"cores": 1, "ram_mib": "64M"},
             "libvirt": {"virt_type": "qemu"},
@@ -94,6 +85,21 @@ class Site:
 
         path = self.state / "records" / (naming.sanitise_job_id(job_id) + ".json")
         return json.loads(path.read_text())
+
+    def sweep(self, mom):
+        """Remove every domain and file of the jobs submitted through `mom`, even after a failure."""
+        from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep
+
+        for record in Path(mom.queue).glob("*.json"):
+            job_id = json.loads(record.read_text())["job_id"]
+            params = {
+                "uri": "qemu:///system",
+                "job_id": job_id,
+                "live_jobs": None,
+                "state_dir": str(self.state),
+                "shutdown_timeout": 0,
+            }
+            sweep(params, check_mode=False)
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)

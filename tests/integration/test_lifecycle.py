@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def site(tiny_image):
 def mom(site):
     mom = PbsMom(str(site.config))
     yield mom
+    site.sweep(mom)
     mom.close()
 
 
@@ -77,3 +79,80 @@ def test_a_job_runs_in_the_vm_and_its_exit_code_and_streams_come_back(site, mom,
     print(f"prologue {record['phases']['prologue']}s, epilogue {record['phases']['epilogue']}s")
     assert leftovers(libvirt_conn, site, job.job_id) == []
     assert not (site.spool / job.job_id).exists()
+
+
+def test_a_bare_metal_job_goes_through_the_same_hooks_untouched(site, mom, libvirt_conn):
+    site.write_job("bare.sh", "#!/bin/sh\necho on-host=$(hostname)\nexit 4\n")
+    job = mom.submit(USER, ["bare.sh"], str(site.workdir))
+    assert mom.prologue(job) == 0
+    child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = child.communicate(timeout=60)
+    assert (child.returncode, out.decode(), err) == (4, f"on-host={os.uname().nodename}\n", b"")
+    assert mom.epilogue(job, 4) == 0
+    assert not (site.state / "records").exists() and not (site.spool / job.job_id).exists()
+
+
+def test_a_request_changed_after_submission_aborts_with_the_reason_for_the_user(site, mom, libvirt_conn):
+    site.write_job("job.sh", JOB)
+    job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
+    request = site.spool / job.job_id / "request.json"
+    document = json.loads(request.read_text())
+    for vcpus, reason in (("65", "limits.max_vcpus"), ("8", "Torque allocated 2")):
+        document["options"]["vcpus"] = vcpus
+        request.write_text(json.dumps(document))  # as the owner could: the file stays theirs
+        assert mom.prologue(job) == 1  # abort: Torque discards the .o/.e files
+        user_log = (site.spool / job.job_id / "vtorque.log").read_text()
+        assert reason in user_log.splitlines()[-1], user_log
+        assert reason in site.record(job.job_id)["events"][-1]["text"]
+    assert (site.spool / job.job_id / "vtorque.log").stat().st_uid == 4500
+    assert mom.epilogue(job, -2) == 0
+    assert site.record(job.job_id)["state"] == "ended"
+    assert leftovers(libvirt_conn, site, job.job_id) == []
+
+
+def test_qdel_ends_the_job_promptly_and_the_epilogue_leaves_nothing(site, mom, libvirt_conn):
+    site.write_job("long.sh", "#!/bin/sh\necho started\nsleep 600\necho never\n")
+    job = mom.submit(USER, ["-vm", "vcpus=1", "long.sh"], str(site.workdir))
+    assert mom.prologue(job) == 0
+    child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout.readline() == b"started\n"
+    began = time.monotonic()
+    mom.qdel(job, child)
+    child.wait(timeout=30)
+    ended = time.monotonic() - began
+    assert ended < 15, f"the job took {ended:.1f}s to end after qdel"
+    assert mom.epilogue(job, 271) == 0
+    assert b"never" not in child.stdout.read()
+    assert site.record(job.job_id)["exit_status"] == 271
+    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert mom.epilogue(job, 271) == 0  # Torque may run it again (a retried epilogue): still nothing
+    assert leftovers(libvirt_conn, site, job.job_id) == []
+
+
+def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeued(
+    tiny_image, libvirt_conn
+):
+    site = Site(
+        tiny_image,
+        cmdline="console=ttyS0 panic=-1 rdinit=/nonexistent",
+        timeouts={"prologue": 60, "shutdown": 5},
+    )
+    mom = PbsMom(str(site.config))
+    try:
+        site.write_job("job.sh", JOB)
+        job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
+        assert mom.prologue(job) == 2  # requeue: an infrastructure failure, not the user's
+        record = site.record(job.job_id)
+        assert record["state"] == "requeued" and "did not accept SSH" in record["reason"]
+        assert any("Kernel panic" in event["text"] for event in record["events"]), record["events"]
+        calls = [json.loads(line) for line in (Path(mom.queue) / "calls.log").read_text().splitlines()]
+        offline = [call for call in calls if call[0] == "pbsnodes"]
+        assert len(offline) == 1 and offline[0][1:3] == ["-o", "-N"], calls
+        assert offline[0][3].startswith("vtorque: ") and "did not accept SSH" in offline[0][3]
+        assert leftovers(libvirt_conn, site, job.job_id) == []
+        assert mom.epilogue(job, -14) == 0
+        assert leftovers(libvirt_conn, site, job.job_id) == []
+    finally:
+        site.sweep(mom)
+        mom.close()
+        site.close()

@@ -55,6 +55,7 @@ def start(job, config):
         tell.owner_uid = owner.uid
         _check_spool_dir(spool, owner.uid)
         request = load_request(os.path.join(spool, "request.json"), owner.uid, config)
+        _check_allocation(job, request, config)
         if not request.user_image:
             verify_image_files(request.image)
         plan = make_plan(job, request, config, owner)
@@ -342,6 +343,22 @@ def _write(path, text, mode):
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temp, path)
+
+
+def _check_allocation(job, request, config):
+    """The VMs must fit in the cores Torque gave the job: a request edited after vsub raised
+    ppn must not take cores that belong to other jobs."""
+    from vtorque.errors import RequestError
+
+    need = request.cores_per_node(config)
+    for host, slots in job.nodes:
+        if slots < need:
+            raise RequestError(
+                f"the VMs need {need} cores per node (host_reserve.cores {config.host_reserve.cores}"
+                f" + vcpus {request.vcpus} x vms_per_node {request.vms_per_node}) but Torque allocated"
+                f" {slots} on {host}",
+                source=f"request file {os.path.join(config.spool_dir, job.job_id, 'request.json')}",
+            )
 
 
 def _console_tail(path, lines=15):

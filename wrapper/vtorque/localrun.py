@@ -171,7 +171,8 @@ class PbsMom:
     def epilogue(self, job, status):
         job.exit_status = status
         code = self._hook("epilogue", self._epilogue_args(job, status=status), job)
-        os.unlink(self.nodefile(job))
+        if os.path.exists(self.nodefile(job)):  # pbs_mom removes it once the job is over
+            os.unlink(self.nodefile(job))
         return code
 
     # --- helpers ---------------------------------------------------------------------------
