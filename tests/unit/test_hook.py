@@ -1,0 +1,53 @@
+"""vtorque-hook as pbs_mom calls it: bare-metal jobs pass at once, without heavy imports."""
+
+import json
+import os
+import subprocess
+import sys
+
+PROLOGUE = ["prologue", "7.head", "alice", "alice", "job", "nodes=1", "batch", "", "/spool/7.head.SC"]
+PROBE = """
+import json, sys
+from vtorque.hook import main
+code = main(sys.argv[1:])
+watched = ("ansible_runner", "libvirt", "vtorque.config", "vtorque.lifecycle")
+heavy = sorted(m for m in watched if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def hook(tmp_path, *argv):
+    config = tmp_path / "vtorque.yml"
+    config.write_text(f"spool_dir: {tmp_path / 'spool'}\nstate_dir: {tmp_path / 'state'}\n")
+    env = {"PATH": "/bin:/usr/bin", "LANG": "C", "VTORQUE_CONFIG": str(config)}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], env=env, capture_output=True, text=True, check=False
+    )
+    return done
+
+
+def test_a_bare_metal_job_passes_every_hook_without_loading_the_vm_machinery(tmp_path):
+    for argv in (
+        PROLOGUE,
+        ["epilogue", *PROLOGUE[1:5], "0", "nodes=1", "walltime=1", "batch", "", "0", "/x"],
+    ):
+        done = hook(tmp_path, *argv)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"code": 0, "heavy": []}
+
+
+def test_a_job_with_a_spool_dir_takes_the_vm_path(tmp_path):
+    (tmp_path / "spool" / "7.head").mkdir(parents=True)
+    done = hook(tmp_path, *PROLOGUE)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] != 0 and "vtorque.config" in result["heavy"]
+
+
+def test_wrong_argument_counts_are_refused_with_torques_numbers(tmp_path):
+    done = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "vtorque-hook"), *PROLOGUE[:-1]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "prologue takes 8 arguments from pbs_mom, got 7" in done.stderr

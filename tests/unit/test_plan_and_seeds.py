@@ -1,0 +1,196 @@
+"""The job plan and the seeds it gives each VM: deterministic, placed within the site's pool,
+and accepted by cloud-init's own schema."""
+
+import dataclasses
+import subprocess
+
+import pytest
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.seed import render_seed_files
+from vtorque.catalog import ImageEntry
+from vtorque.config import parse_config
+from vtorque.errors import RequestError
+from vtorque.plan import Owner, PlanError, make_plan
+from vtorque.request import parse_vm_values, resolve_request
+from vtorque.seeds import AUTHORIZED_KEYS_DIR, seed_for, vm_nodefile, vm_nodefile_path
+from vtorque.torque import HookUsageError, TorqueJob, job_from_hook, parse_event
+
+CATALOG = {
+    "tiny": ImageEntry("tiny", "/srv/tiny.qcow2", "qcow2", "debian", kernel="/srv/k", initrd="/srv/i")
+}
+OWNER = Owner("alice", 1234, 2345, "physics", "/home/alice")
+BRIDGE = """
+defaults: {img: tiny}
+network:
+  mode: bridge
+  cidr: 10.20.0.0/16
+  gateway: 10.20.0.1
+  dns: [10.20.0.2]
+  ranges: {n1: 10.20.1.10-10.20.1.13, n2: 10.20.2.10-10.20.2.13}
+"""
+
+
+def job(nodes=(("n1", 4),), workdir="/home/alice/run"):
+    return TorqueJob("prologue", "42.head", "alice", "physics", "sim", "/x.SC", None, nodes, workdir)
+
+
+def plan_for(text="vcpus=2,vms_per_node=2", config_text=BRIDGE, **job_args):
+    config = parse_config(config_text, "/etc/vtorque/test.yml")
+    request = resolve_request(
+        parse_vm_values([(text, "cmd")]), config, owner_uid=0, cwd="/", catalog=CATALOG
+    )
+    return make_plan(job(**job_args), request, config, OWNER), config
+
+
+def test_the_same_job_gives_the_same_plan_and_another_job_another():
+    first, _ = plan_for(nodes=(("n1", 4), ("n2", 4)))
+    again, _ = plan_for(nodes=(("n1", 4), ("n2", 4)))
+    assert first == again
+    assert [vm.rank for vm in first.vms] == [0, 1, 2, 3]
+    assert [(vm.node, vm.index) for vm in first.vms] == [("n1", 0), ("n1", 1), ("n2", 0), ("n2", 1)]
+    assert [vm.address for vm in first.vms] == [
+        "10.20.1.10/16",
+        "10.20.1.11/16",
+        "10.20.2.10/16",
+        "10.20.2.11/16",
+    ]
+    assert len({vm.mac for vm in first.vms}) == len({vm.name for vm in first.vms}) == 4
+    config = parse_config(BRIDGE)
+    other = make_plan(dataclasses.replace(job(), job_id="43.head"), first_request(), config, OWNER)
+    assert {vm.name for vm in other.vms}.isdisjoint(vm.name for vm in first.vms)
+
+
+def first_request():
+    config = parse_config(BRIDGE)
+    values = parse_vm_values([("vcpus=2,vms_per_node=2", "cmd")])
+    return resolve_request(values, config, owner_uid=0, cwd="/", catalog=CATALOG)
+
+
+def test_a_node_without_enough_pool_addresses_and_multi_node_user_mode_are_refused():
+    with pytest.raises(PlanError, match="node n1 has 4 guest addresses in the pool; the job needs 5"):
+        plan_for("vms_per_node=5,vcpus=1")
+    with pytest.raises(PlanError, match="network.ranges has no entry for node 'n9'"):
+        plan_for(nodes=(("n9", 4),))
+    with pytest.raises(PlanError, match="single-node jobs only; this job has 2 nodes"):
+        plan_for(config_text="defaults: {img: tiny}", nodes=(("n1", 4), ("n2", 4)))
+
+
+def test_user_mode_forwards_a_distinct_loopback_port_per_vm():
+    plan, config = plan_for("vms_per_node=3,vcpus=1", "defaults: {img: tiny}")
+    ports = [vm.ssh_port for vm in plan.vms]
+    assert len(set(ports)) == 3 and all(
+        config.network.ssh_port_base <= p < config.network.ssh_port_base + 10000 for p in ports
+    )
+    assert {vm.ssh_host for vm in plan.vms} == {"127.0.0.1"} and plan.vms[0].address == "10.0.2.15/24"
+
+
+def test_mounts_follow_the_site_config():
+    plan, _ = plan_for()
+    assert plan.mounts == (("workdir", "/home/alice/run", "workdir", "9p"),)
+    plan, _ = plan_for(config_text=BRIDGE + "guest: {mounts: {home: {type: 9p}}}")
+    assert plan.mounts == (("home", "/home/alice", "home", "9p"),)  # the work dir is inside the home
+    nfs = "{type: nfs, nfs_server: fs1, nfs_export: /export/home}"
+    nfs = f"guest: {{mounts: {{home: {nfs}, workdir: {{type: none}}}}}}"
+    plan, _ = plan_for(config_text=BRIDGE + nfs)
+    assert plan.mounts == (("home", "/home/alice", "fs1:/export/home/alice", "nfs"),)
+
+
+def test_every_seed_passes_cloud_init_schema_and_carries_the_owner_keys_and_network(tmp_path):
+    plan, _ = plan_for(nodes=(("n1", 4), ("n2", 4)))
+    vm = plan.vms[2]
+    meta, user_data, network = seed_for(
+        plan, vm, "ssh-ed25519 AAAAjob alice", ("PRIVATE", "ssh-ed25519 AAAAhost")
+    )
+    files = render_seed_files(meta, user_data, network)
+    (tmp_path / "user-data").write_bytes(files["user-data"])
+    checked = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(tmp_path / "user-data")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert meta == {"instance-id": vm.uuid, "local-hostname": "n2-vm0"}
+    assert user_data["bootcmd"] == [["groupadd", "-g", "2345", "physics"]]
+    (user,) = user_data["users"]
+    assert (user["name"], user["uid"], user["primary_group"], user["homedir"]) == (
+        "alice",
+        1234,
+        "physics",
+        "/home/alice",
+    )
+    assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAjob alice"]
+    assert user_data["ssh_keys"] == {"ed25519_private": "PRIVATE", "ed25519_public": "ssh-ed25519 AAAAhost"}
+    written = {item["path"]: item["content"] for item in user_data["write_files"]}
+    assert written[f"{AUTHORIZED_KEYS_DIR}/alice"] == "ssh-ed25519 AAAAjob alice\n"
+    assert (
+        written[vm_nodefile_path("42.head")]
+        == "n1-vm0\nn1-vm0\nn1-vm1\nn1-vm1\nn2-vm0\nn2-vm0\nn2-vm1\nn2-vm1\n"
+    )
+    assert "10.20.2.11 n2-vm1" in written["/etc/hosts"]
+    assert network["ethernets"]["eth0"] == {
+        "match": {"macaddress": vm.mac},
+        "addresses": ["10.20.2.10/16"],
+        "set-name": "eth0",
+        "gateway4": "10.20.0.1",
+        "nameservers": {"addresses": ["10.20.0.2"]},
+    }
+    assert user_data["mounts"] == [
+        ["workdir", "/home/alice/run", "9p", "trans=virtio,version=9p2000.L,msize=262144"]
+    ]
+    assert vm_nodefile(plan).splitlines()[0] == "n1-vm0"
+
+
+def test_hook_arguments_follow_torque(tmp_path):
+    nodefile = tmp_path / "42.head"
+    nodefile.write_text("n1\nn1\nn2\nn2\n")
+    args = [
+        "42.head",
+        "alice",
+        "physics",
+        "sim",
+        "nodes=2:ppn=2",
+        "batch",
+        "",
+        "/var/spool/torque/mom_priv/jobs/42.SC",
+    ]
+    event, parsed = parse_event(["prologue", *args])
+    job = job_from_hook(
+        event, parsed, {"PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": "/w"}, "/var/spool/torque"
+    )
+    assert (job.job_id, job.user, job.script, job.nodes, job.workdir) == (
+        "42.head",
+        "alice",
+        "/var/spool/torque/mom_priv/jobs/42.SC",
+        (("n1", 2), ("n2", 2)),
+        "/w",
+    )
+    epilogue = [
+        "42.head",
+        "alice",
+        "physics",
+        "sim",
+        "777",
+        "nodes=2",
+        "walltime=1",
+        "batch",
+        "",
+        "271",
+        "/x.SC",
+    ]
+    event, parsed = parse_event(["epilogue", *epilogue])
+    job = job_from_hook(event, parsed, {}, str(tmp_path / "no-pbs-home"))
+    assert (job.exit_status, job.nodes, job.script) == (271, (), "/x.SC")  # node file gone: local teardown
+    with pytest.raises(HookUsageError, match="prologue takes 8 arguments from pbs_mom, got 7"):
+        parse_event(["prologue", *args[:7]])
+    with pytest.raises(HookUsageError, match="usage"):
+        parse_event(["postlogue", *args])
+
+
+def test_the_request_must_fit_the_cores_torque_allocated():
+    from vtorque.lifecycle import _check_allocation
+
+    config = parse_config(BRIDGE)
+    request = first_request()
+    _check_allocation(job(nodes=(("n1", 5), ("n2", 5))), request, config)
+    with pytest.raises(RequestError, match="need 5 cores per node .* but Torque allocated 4 on n2"):
+        _check_allocation(job(nodes=(("n1", 5), ("n2", 4))), request, config)
