@@ -6,10 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools/setup-host.sh
-# Debian's Python: job owners run vsub and job-run from this venv, so its interpreter must be
-# readable by every user (a pyenv Python under /root is not).
-[ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" = /usr/bin/python3.11 ] || { rm -rf .venv; /usr/bin/python3 -m venv .venv; }
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
+tools/venv.sh test,bench
 export PATH=$PWD/.venv/bin:$PATH
 for kind in tiny debian; do tools/build-test-images.sh "$kind" >/dev/null; done
 exec python benchmarks/run.py "$@"

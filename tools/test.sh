@@ -12,10 +12,7 @@ step "host packages and libvirt"
 timed tools/setup-host.sh
 
 step "Python venv (.venv)"
-# Debian's Python: job owners run vsub and job-run from this venv, so its interpreter must be
-# readable by every user (a pyenv Python under /root is not).
-[ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" = /usr/bin/python3.11 ] || { rm -rf .venv; /usr/bin/python3 -m venv .venv; }
-timed .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+timed tools/venv.sh test
 export PATH=$ROOT/.venv/bin:$PATH
 
 step "test guest images (cached by package versions)"

@@ -116,11 +116,16 @@ class PbsMom:
             record = json.load(handle)
         from vtorque.qsub_args import parse_qsub_argv, resource
 
-        args = parse_qsub_argv(record["argv"])
+        from vtorque.pbs_script import read_script
+        from vtorque.qsub_args import QsubArgs
+
+        given = parse_qsub_argv(record["argv"])
+        script = read_script(record["script"].encode("utf-8", "surrogateescape"), os.path.basename(given.script))
+        args = QsubArgs(script.args.options + given.options)  # as qsub: the command line wins
         nodes = resource(args, "nodes") or "1"
         ppn = int(nodes.split("ppn=")[1].split(":")[0]) if "ppn=" in nodes else 1
         names = args.values("N")
-        name = names[-1] if names else os.path.basename(args.script)
+        name = names[-1] if names else os.path.basename(given.script)
         resources = ",".join(f"{k}={v}" for k, v in (("nodes", nodes), ("neednodes", nodes)))
         group = grp.getgrgid(entry.pw_gid).gr_name
         return LocalJob(job_id, name, entry, group, cwd, record["script"], ppn, resources)
