@@ -98,7 +98,11 @@ def start(job, config):
         job.job_id,
         state="running",
         vms=vms,
-        phases={"prologue": round(now - began, 2), "guests_ssh_ready": round(now - started, 2)},
+        phases={
+            "prologue": round(now - began, 2),
+            "job_start_playbook": round(result.seconds, 2),
+            "guests_ssh_ready": round(now - started, 2),
+        },
     )
     return 0
 

@@ -114,13 +114,12 @@ class PbsMom:
         job_id = done.stdout.strip().splitlines()[-1]
         with open(os.path.join(self.queue, f"{job_id.split('.')[0]}.json"), encoding="utf-8") as handle:
             record = json.load(handle)
-        from vtorque.qsub_args import parse_qsub_argv, resource
-
         from vtorque.pbs_script import read_script
-        from vtorque.qsub_args import QsubArgs
+        from vtorque.qsub_args import QsubArgs, parse_qsub_argv, resource
 
         given = parse_qsub_argv(record["argv"])
-        script = read_script(record["script"].encode("utf-8", "surrogateescape"), os.path.basename(given.script))
+        content = record["script"].encode("utf-8", "surrogateescape")
+        script = read_script(content, os.path.basename(given.script))
         args = QsubArgs(script.args.options + given.options)  # as qsub: the command line wins
         nodes = resource(args, "nodes") or "1"
         ppn = int(nodes.split("ppn=")[1].split(":")[0]) if "ppn=" in nodes else 1

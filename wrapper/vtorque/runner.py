@@ -36,9 +36,9 @@ def local_names():
     return names | {name.split(".")[0] for name in names}
 
 
-def inventory(nodes):
-    """Nodes named like this host run with the local connection, the others over SSH."""
-    here = local_names()
+def inventory(nodes, local=None):
+    """Nodes named like this host (or in `local`) run with the local connection, the others over SSH."""
+    here = local_names() | set(local or ())
     hosts = {}
     for node in nodes:
         host = {"ansible_python_interpreter": sys.executable}
@@ -48,7 +48,7 @@ def inventory(nodes):
     return {"all": {"hosts": hosts}}
 
 
-def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout):
+def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, local_nodes=None):
     """Run `job_<phase>.yml` over `nodes` with `variables`; RunResult with the failed tasks' messages."""
     import ansible_runner
 
@@ -71,7 +71,7 @@ def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout):
         run = ansible_runner.run(
             private_data_dir=private,
             playbook=os.path.normpath(os.path.join(PLAYBOOKS, f"job_{phase}.yml")),
-            inventory=inventory(nodes),
+            inventory=inventory(nodes, local_nodes),
             cmdline=f"-e @{vars_file} -e ansible_strategy={runner_config.strategy}",
             forks=max(1, min(runner_config.forks, len(nodes))),
             envvars=envvars,
