@@ -28,7 +28,9 @@ def submission(workdir, repeat):
     env = site.env()
     qsub = [str(site.root / "bin" / "qsub"), "job.sh"]
     floor = measure(lambda: _run(qsub, env, site.root), repeat)
-    vm = measure(lambda: _run([str(BIN / "vsub"), "-vm", "vcpus=2,ram=1G", "job.sh"], env, site.root), repeat)
+    vm = measure(
+        lambda: _run([str(BIN / "vsub"), "-vm", "vcpus=2,ram=1G", "job.sh"], env, site.root), repeat
+    )
     bare = measure(lambda: _run([str(BIN / "vsub"), "job.sh"], env, site.root), repeat)
     return [
         comparison("submission: vsub VM job vs qsub", vm, floor, "qsub is a Python stand-in that records"),
@@ -47,7 +49,19 @@ def bare_metal_hooks(workdir, repeat):
     script = str(site.root / f"{job}.SC")
     user = os.environ.get("USER", "root")
     prologue_args = [job, user, user, "bench", "nodes=1", "batch", "", script]
-    epilogue_args = [job, user, user, "bench", "0", "nodes=1", "walltime=00:00:01", "batch", "", "0", script]
+    epilogue_args = [
+        job,
+        user,
+        user,
+        "bench",
+        "0",
+        "nodes=1",
+        "walltime=00:00:01",
+        "batch",
+        "",
+        "0",
+        script,
+    ]
 
     def hooks(program):
         _run([*program, "prologue", *prologue_args], env, site.root)

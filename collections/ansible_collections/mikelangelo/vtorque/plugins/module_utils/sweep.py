@@ -43,6 +43,12 @@ def _job_dirs(state_dir: str, job_id: str | None, live_jobs: list[str] | None) -
     return found
 
 
+def _gone_is_fine(function, path, exc_info):
+    """A file another sweep of the same job (a racing epilogue) removed first is not an error."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
+
+
 def sweep(params: dict, check_mode: bool) -> dict:
     job_id, live_jobs = params.get("job_id"), params.get("live_jobs")
     state_dir = params["state_dir"]
@@ -59,5 +65,5 @@ def sweep(params: dict, check_mode: bool) -> dict:
     directories = _job_dirs(state_dir, job_id, live_jobs)
     if not check_mode:
         for path in directories:
-            shutil.rmtree(path)
+            shutil.rmtree(path, onerror=_gone_is_fine)
     return dict(changed=bool(names or directories), domains=names, directories=directories)
