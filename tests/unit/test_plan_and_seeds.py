@@ -194,3 +194,32 @@ def test_the_request_must_fit_the_cores_torque_allocated():
     _check_allocation(job(nodes=(("n1", 5), ("n2", 5))), request, config)
     with pytest.raises(RequestError, match="need 5 cores per node .* but Torque allocated 4 on n2"):
         _check_allocation(job(nodes=(("n1", 5), ("n2", 4))), request, config)
+
+
+def test_user_metadata_adds_to_the_seed_but_cannot_touch_identity_or_access(tmp_path):
+    plan, _ = plan_for()
+    vm = plan.rank0
+    extra = {
+        "packages": ["htop"],
+        "runcmd": [["touch", "/tmp/mine"]],
+        "write_files": [{"path": "/etc/motd", "content": "hi\n"}],
+    }
+    _, user_data, _ = seed_for(plan, vm, "ssh-ed25519 AAAAjob", ("PRIVATE", "PUBLIC"), extra, "meta.yaml")
+    assert user_data["packages"] == ["htop"] and user_data["runcmd"] == [["touch", "/tmp/mine"]]
+    assert user_data["write_files"][-1]["path"] == "/etc/motd" and len(user_data["write_files"]) == 5
+    assert user_data["users"][0]["uid"] == 1234
+    (tmp_path / "user-data").write_bytes(render_seed_files({}, user_data, None)["user-data"])
+    checked = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(tmp_path / "user-data")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for hostile in ({"users": [{"name": "root"}]}, {"ssh_keys": {}}, {"ssh_authorized_keys": ["x"]}):
+        with pytest.raises(
+            RequestError, match=f"-vm metadata=meta.yaml: cloud-config key '{next(iter(hostile))}'"
+        ):
+            seed_for(plan, vm, "k", ("p", "q"), hostile, "meta.yaml")
+    with pytest.raises(RequestError, match="'runcmd' must be a list"):
+        seed_for(plan, vm, "k", ("p", "q"), {"runcmd": "reboot"}, "meta.yaml")

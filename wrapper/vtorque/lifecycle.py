@@ -59,13 +59,16 @@ def start(job, config):
         if not request.user_image:
             verify_image_files(request.image)
         plan = make_plan(job, request, config, owner)
+        extra = _user_metadata(request, owner)
+        if extra:
+            seed_for(plan, plan.rank0, "", ("", ""), extra, request.metadata)  # refuse bad keys now: abort
     except (VTorqueError, KeyError) as err:
         tell(f"the job cannot start: {_message(err)}")
         update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
         return ABORT
     update_record(config.state_dir, job.job_id, state="starting", owner=owner.name, nodes=list(plan.nodes))
     try:
-        variables = _prepare(plan, config)
+        variables = _prepare(plan, config, extra, request.metadata)
         result = run_playbook(
             "start",
             plan.nodes,
@@ -162,7 +165,7 @@ def _teardown(job_id, nodes, config):
     )
 
 
-def _prepare(plan, config):
+def _prepare(plan, config, extra=None, extra_source=""):
     """Job directory, per-job user key and per-VM host keys; the playbook's variables."""
     os.makedirs(plan.job_dir, mode=0o711, exist_ok=True)
     os.chmod(plan.job_dir, 0o711)  # noqa: S103 - the owner opens its key and vms.json by name, never lists
@@ -175,7 +178,7 @@ def _prepare(plan, config):
     for vm in plan.vms:
         host_key = _host_key(plan.job_dir, vm.name)
         known_hosts.append(_known_host_line(vm, host_key[1]))
-        meta, user_data, network = seed_for(plan, vm, user_public, host_key)
+        meta, user_data, network = seed_for(plan, vm, user_public, host_key, extra, extra_source)
         vms.append(
             {
                 "node": vm.node,
@@ -347,6 +350,21 @@ def _write(path, text, mode):
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temp, path)
+
+
+def _user_metadata(request, owner):
+    """The user's extra cloud-config (`-vm metadata=FILE`), read as root without trusting it."""
+    if not request.metadata:
+        return None
+    import yaml
+
+    from vtorque.request import MAX_METADATA_BYTES
+    from vtorque.trust import read_trusted
+
+    text = read_trusted(
+        request.metadata, owner_uid=owner.uid, max_bytes=MAX_METADATA_BYTES, what="metadata file"
+    )
+    return yaml.safe_load(text)
 
 
 def _check_allocation(job, request, config):

@@ -26,8 +26,47 @@ def vm_nodefile(plan):
     return "".join(f"{vm.hostname}\n" * vm.vcpus for vm in plan.vms)
 
 
-def seed_for(plan, vm, user_public_key, host_key):
-    """(meta_data, user_data, network_config) for one VM; host_key = (private, public) OpenSSH text."""
+# cloud-config keys a user's `metadata` file may not set: they carry vTorque's identity and
+# access guarantees (the owner's UID, the pinned host key, the per-job key).
+RESERVED_KEYS = (
+    "users",
+    "user",
+    "groups",
+    "ssh_keys",
+    "ssh_deletekeys",
+    "ssh_authorized_keys",
+    "disable_root",
+    "ssh_pwauth",
+    "chpasswd",
+    "password",
+)
+APPENDED_KEYS = ("bootcmd", "runcmd", "write_files", "mounts", "packages")
+
+
+def merge_metadata(user_data, extra, source):
+    """vTorque's user-data with the user's extra cloud-config: lists vTorque also uses are
+    appended to (vTorque's entries first), other keys added; identity keys are refused."""
+    from vtorque.errors import RequestError
+
+    for key in extra:
+        if key in RESERVED_KEYS:
+            raise RequestError(
+                f"cloud-config key {key!r} is set by vTorque and may not be overridden",
+                key="metadata",
+                value=source,
+                accepted=f"any key but {', '.join(RESERVED_KEYS)}",
+            )
+        if key in APPENDED_KEYS and not isinstance(extra[key], list):
+            raise RequestError(f"cloud-config key {key!r} must be a list", key="metadata", value=source)
+    merged = dict(user_data)
+    for key, value in extra.items():
+        merged[key] = [*merged.get(key, []), *value] if key in APPENDED_KEYS else value
+    return merged
+
+
+def seed_for(plan, vm, user_public_key, host_key, extra=None, extra_source=""):
+    """(meta_data, user_data, network_config) for one VM; host_key = (private, public) OpenSSH
+    text; extra = the user's `metadata` cloud-config mapping, merged by merge_metadata."""
     owner = plan.owner
     hosts = "127.0.0.1 localhost\n" + "".join(f"{v.address.split('/')[0]} {v.hostname}\n" for v in plan.vms)
     if plan.network_mode == "user":  # each guest has its own slirp: it only knows itself
@@ -71,6 +110,8 @@ def seed_for(plan, vm, user_public_key, host_key):
         ],
         "mounts": [[source, path, kind, MOUNT_OPTIONS[kind]] for _tag, path, source, kind in plan.mounts],
     }
+    if extra:
+        user_data = merge_metadata(user_data, extra, extra_source)
     meta_data = {"instance-id": vm.uuid, "local-hostname": vm.hostname}
     ethernet = {"match": {"macaddress": vm.mac}, "addresses": [vm.address], "set-name": "eth0"}
     if vm.gateway:
