@@ -33,6 +33,16 @@ def job(nodes=(("n1", 4),), workdir="/home/alice/run"):
     return TorqueJob("prologue", "42.head", "alice", "physics", "sim", "/x.SC", None, nodes, workdir)
 
 
+def assert_cloud_init_accepts(tmp_path, user_data):
+    """cloud-init's own schema check (Debian's cloud-init on the host) of the user-data file."""
+    path = tmp_path / "user-data"
+    path.write_bytes(render_seed_files({}, user_data, None)["user-data"])
+    checked = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def plan_for(text="vcpus=2,vms_per_node=2", config_text=BRIDGE, **job_args):
     config = parse_config(config_text, "/etc/vtorque/test.yml")
     request = resolve_request(
@@ -100,15 +110,7 @@ def test_every_seed_passes_cloud_init_schema_and_carries_the_owner_keys_and_netw
     meta, user_data, network = seed_for(
         plan, vm, "ssh-ed25519 AAAAjob alice", ("PRIVATE", "ssh-ed25519 AAAAhost")
     )
-    files = render_seed_files(meta, user_data, network)
-    (tmp_path / "user-data").write_bytes(files["user-data"])
-    checked = subprocess.run(
-        ["cloud-init", "schema", "--config-file", str(tmp_path / "user-data")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_cloud_init_accepts(tmp_path, user_data)
     assert meta == {"instance-id": vm.uuid, "local-hostname": "n2-vm0"}
     assert user_data["bootcmd"] == [["groupadd", "-g", "2345", "physics"]]
     (user,) = user_data["users"]
@@ -208,14 +210,7 @@ def test_user_metadata_adds_to_the_seed_but_cannot_touch_identity_or_access(tmp_
     assert user_data["packages"] == ["htop"] and user_data["runcmd"] == [["touch", "/tmp/mine"]]
     assert user_data["write_files"][-1]["path"] == "/etc/motd" and len(user_data["write_files"]) == 5
     assert user_data["users"][0]["uid"] == 1234
-    (tmp_path / "user-data").write_bytes(render_seed_files({}, user_data, None)["user-data"])
-    checked = subprocess.run(
-        ["cloud-init", "schema", "--config-file", str(tmp_path / "user-data")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_cloud_init_accepts(tmp_path, user_data)
     for hostile in ({"users": [{"name": "root"}]}, {"ssh_keys": {}}, {"ssh_authorized_keys": ["x"]}):
         with pytest.raises(
             RequestError, match=f"-vm metadata=meta.yaml: cloud-config key '{next(iter(hostile))}'"
