@@ -17,20 +17,19 @@ KERNEL_MODULES="virtio_pci virtio_console virtio_net virtio_blk virtio-rng 9pnet
 
 log() { printf 'build-test-images: %s\n' "$*" >&2; }
 
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'; }
-
-# "name=version" for each package; refreshes the package lists once if one is unknown.
+# "name=version" of each package's candidate, from one apt-cache call (a call per package costs
+# most of a cached run); the package lists are refreshed once if one is unknown.
 pinned_versions() {
-  local out=() version refreshed=0 p
-  for p in "$@"; do
-    version=$(candidate "$p")
-    if { [ -z "$version" ] || [ "$version" = "(none)" ]; } && [ $refreshed = 0 ]; then
-      apt-get update -qq; refreshed=1; version=$(candidate "$p")
-    fi
-    [ -n "$version" ] && [ "$version" != "(none)" ] || { log "no Debian package $p"; exit 1; }
-    out+=("$p=$version")
-  done
-  printf '%s\n' "${out[@]}"
+  local out
+  out=$(candidates "$@")
+  if [ "$(printf '%s\n' "$out" | grep -c .)" != $# ]; then apt-get update -qq; out=$(candidates "$@"); fi
+  [ "$(printf '%s\n' "$out" | grep -c .)" = $# ] || { log "no Debian package among: $*"; exit 1; }
+  printf '%s\n' "$out"
+}
+
+candidates() {
+  apt-cache policy "$@" 2>/dev/null |
+    awk '/^[^ ].*:$/ {name = substr($0, 1, length($0) - 1)} /^  Candidate:/ && $2 != "(none)" {print name "=" $2}'
 }
 
 kernel_package() {
