@@ -19,7 +19,7 @@ step "test guest images (cached by package versions)"
 for kind in tiny debian; do timed tools/build-test-images.sh "$kind"; done
 
 step "static checks"
-timed ruff check wrapper tests benchmarks collections/ansible_collections/mikelangelo/vtorque/plugins
+timed ruff check wrapper tests benchmarks molecule collections/ansible_collections/mikelangelo/vtorque/plugins
 [ ! -x .ci/sanity.sh ] || timed .ci/sanity.sh
 
 step "pytest: all tiers"
