@@ -70,13 +70,9 @@ def append_user_log(job_dir, owner_uid, message):
         info = os.fstat(dir_fd)
         if info.st_uid != owner_uid or info.st_mode & stat.S_IWOTH:
             return False
-        old = b""
+        old = _previous_log(dir_fd, owner_uid)
         try:
-            fd = os.open(USER_LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-            with os.fdopen(fd, "rb") as handle:
-                if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    old = handle.read(64 * 1024)
-            os.unlink(USER_LOG, dir_fd=dir_fd)
+            os.unlink(USER_LOG, dir_fd=dir_fd)  # a planted link goes, never what it points to
         except FileNotFoundError:
             pass
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} vtorque: {message}\n".encode()
@@ -89,3 +85,17 @@ def append_user_log(job_dir, owner_uid, message):
         return False
     finally:
         os.close(dir_fd)
+
+
+def _previous_log(dir_fd, owner_uid):
+    """The earlier lines, only from the owner's own regular, singly linked log: a link or a hard
+    link planted in its place must not make root copy another file into the user's log."""
+    try:
+        fd = os.open(USER_LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_uid == owner_uid and info.st_nlink == 1:
+            return handle.read(64 * 1024)
+    return b""

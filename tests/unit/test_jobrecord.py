@@ -1,0 +1,57 @@
+"""Root writes failure reasons into the user's spool directory without trusting it."""
+
+import os
+
+import pytest
+from vtorque.jobrecord import USER_LOG, append_user_log, load_record, update_record
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writing as root for another owner needs root")
+OWNER = 4321
+
+
+@pytest.fixture
+def spool(tmp_path):
+    job_dir = tmp_path / "42.head"
+    job_dir.mkdir()
+    os.chown(job_dir, OWNER, OWNER)
+    return job_dir
+
+
+def test_the_log_is_appended_and_belongs_to_the_owner(spool):
+    assert append_user_log(str(spool), OWNER, "first")
+    assert append_user_log(str(spool), OWNER, "second")
+    lines = (spool / USER_LOG).read_text().splitlines()
+    assert [line.split(" vtorque: ")[1] for line in lines] == ["first", "second"]
+    assert (spool / USER_LOG).stat().st_uid == OWNER
+
+
+def test_a_planted_symlink_or_hard_link_is_never_written_through(spool, tmp_path):
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    (spool / USER_LOG).symlink_to(victim)
+    assert append_user_log(str(spool), OWNER, "reason")
+    assert victim.read_text() == "root:secret\n" and not (spool / USER_LOG).is_symlink()
+    (spool / USER_LOG).unlink()
+    os.link(victim, spool / USER_LOG)
+    assert append_user_log(str(spool), OWNER, "reason")
+    assert victim.read_text() == "root:secret\n" and victim.stat().st_nlink == 1
+    assert "secret" not in (spool / USER_LOG).read_text()  # nothing copied out of the victim
+
+
+def test_a_directory_of_another_owner_or_a_linked_directory_gets_nothing(spool, tmp_path):
+    assert not append_user_log(str(spool), OWNER + 1, "reason")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chown(elsewhere, OWNER, OWNER)
+    (tmp_path / "linked").symlink_to(elsewhere)
+    assert not append_user_log(str(tmp_path / "linked"), OWNER, "reason")
+    assert not (spool / USER_LOG).exists() and not (elsewhere / USER_LOG).exists()
+
+
+def test_records_merge_phases_and_events(tmp_path):
+    update_record(str(tmp_path), "42.head", state="starting", phases={"prologue": 1.5}, event="started")
+    record = update_record(str(tmp_path), "42.head", state="ended", phases={"epilogue": 2.0}, event="ended")
+    assert record == load_record(str(tmp_path), "42.head")
+    assert record["state"] == "ended" and record["phases"] == {"prologue": 1.5, "epilogue": 2.0}
+    assert [event["text"] for event in record["events"]] == ["started", "ended"]
+    assert (tmp_path / "records" / "42.head.json").stat().st_mode & 0o777 == 0o644
