@@ -267,7 +267,11 @@ def _host_key(job_dir, name):
 
 
 def _wait_for_ssh(plan, deadline):
-    """Every guest accepts the owner's per-job key and shows its pinned host key."""
+    """Every guest accepts the owner's per-job key and shows its pinned host key. A guest of
+    this node that stops running (crash, a concurrent teardown) fails at once, not at the deadline."""
+    from vtorque.runner import local_names
+
+    here = local_names()
 
     def wait(vm):
         last = None
@@ -275,6 +279,8 @@ def _wait_for_ssh(plan, deadline):
             last = ssh_probe(plan, vm)
             if last.returncode == 0:
                 return
+            if vm.node in here and not _domain_running(plan.uri, vm.name):
+                raise InfrastructureError(f"{vm.name} stopped running before it accepted SSH")
             time.sleep(0.5)
         detail = (last.stderr.strip().splitlines() or ["no answer"])[-1] if last else "no time left"
         raise InfrastructureError(
@@ -284,6 +290,22 @@ def _wait_for_ssh(plan, deadline):
     with ThreadPoolExecutor(max_workers=min(16, len(plan.vms))) as pool:
         for future in [pool.submit(wait, vm) for vm in plan.vms]:
             future.result()
+
+
+def _domain_running(uri, name):
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return True  # libvirt itself is unreachable: let the SSH deadline decide
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
 
 
 def ssh_command(job_dir, user, host, port):
@@ -383,15 +405,24 @@ def _check_allocation(job, request, config):
             )
 
 
+ALARMS = ("Kernel panic", "BUG:", "Oops", "No working init", "Failed to start", "emergency mode")
+
+
 def _console_tail(path, lines=15):
-    """The last lines a guest printed on its serial console (this node's VMs only)."""
+    """The last lines a guest printed on its serial console (this node's VMs only), led by the
+    last alarm line (a panic, a failed unit) when it scrolled out of them, e.g. in a reboot loop."""
     try:
         with open(path, "rb") as handle:
-            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 8192))
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 65536))
             text = handle.read().decode("utf-8", "replace").replace("\r", "")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    all_lines = text.splitlines()
+    tail = all_lines[-lines:]
+    alarms = [line for line in all_lines if any(alarm in line for alarm in ALARMS)]
+    if alarms and alarms[-1] not in tail:
+        tail = [alarms[-1], "[...]", *tail]
+    return "\n".join(tail)
 
 
 def _check_spool_dir(path, owner_uid):

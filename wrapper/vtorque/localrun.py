@@ -9,6 +9,7 @@ The job's output streams to this terminal; the exit code is the job's (125: it n
 """
 
 import argparse
+import contextlib
 import grp
 import json
 import os
@@ -175,7 +176,7 @@ class PbsMom:
     def epilogue(self, job, status):
         job.exit_status = status
         code = self._hook("epilogue", self._epilogue_args(job, status=status), job)
-        if os.path.exists(self.nodefile(job)):  # pbs_mom removes it once the job is over
+        with contextlib.suppress(FileNotFoundError):  # pbs_mom removes it once the job is over
             os.unlink(self.nodefile(job))
         return code
 

@@ -178,6 +178,8 @@ def undefine(dom) -> None:
     try:
         dom.undefineFlags(flags)
     except libvirt.libvirtError as exc:
+        if is_no_domain(exc):
+            return  # removed meanwhile by a concurrent teardown of the same job: the goal is met
         if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
             raise
         dom.undefine()
