@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +157,31 @@ def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeu
         site.sweep(mom)
         mom.close()
         site.close()
+
+
+def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_left(
+    site, mom, libvirt_conn
+):
+    site.write_job("job.sh", JOB)
+    job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
+    result = {}
+    prologue = threading.Thread(target=lambda: result.setdefault("code", mom.prologue(job)))
+    prologue.start()
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and time.monotonic() < deadline:
+        found = subprocess.run(
+            ["pgrep", "-f", "ansible-playbook.*runner-start"], capture_output=True, text=True
+        )
+        if found.stdout.split():
+            time.sleep(1.0)  # let it get some way into the play
+            subprocess.run(["pkill", "-KILL", "-f", "ansible-playbook.*runner-start"], check=False)
+            killed = found.stdout.split()
+        time.sleep(0.1)
+    prologue.join(timeout=180)
+    assert killed, "the job_start playbook never ran"
+    assert result["code"] == 2, site.record(job.job_id)
+    record = site.record(job.job_id)
+    assert record["state"] == "requeued" and "starting the VMs failed" in record["reason"]
+    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert mom.epilogue(job, -14) == 0
