@@ -13,7 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import vtguest  # noqa: E402
+from lifecycle_site import Site  # noqa: E402
 from vtguest import PREFIX, GuestImage  # noqa: E402
+from vtorque.localrun import PbsMom  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
@@ -60,6 +62,23 @@ def ssh_keypair(tmp_path):
 def unique_name():
     """A domain name no other test or engineer uses: vtt-<test>-<random>."""
     return lambda label: f"{PREFIX}{label}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def site(tiny_image):
+    """A throw-away vTorque site with the tiny guest in its catalog (lifecycle_site.Site)."""
+    site = Site(tiny_image)
+    yield site
+    site.close()
+
+
+@pytest.fixture
+def mom(site):
+    """pbs_mom for `site`; every domain and file of the jobs it ran is swept afterwards."""
+    mom = PbsMom(str(site.config))
+    yield mom
+    site.sweep(mom)
+    mom.close()
 
 
 class Cleanup:

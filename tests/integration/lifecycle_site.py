@@ -86,6 +86,20 @@ class Site:
         path = self.state / "records" / (naming.sanitise_job_id(job_id) + ".json")
         return json.loads(path.read_text())
 
+    def leftovers(self, conn, job_id):
+        """Everything of the job that could outlive it: domains, files, runner processes."""
+        from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
+        prefix = naming.domain_prefix(job_id)
+        found = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
+        job_dir = Path(naming.job_dir(job_id, str(self.state)))
+        if job_dir.exists():
+            found.append(str(job_dir))
+        runners = subprocess.run(
+            ["pgrep", "-f", f"runner-.*{naming.sanitise_job_id(job_id)}"], capture_output=True
+        )
+        return found + runners.stdout.decode().split()
+
     def sweep(self, mom):
         """Remove every domain and file of the jobs submitted through `mom`, even after a failure."""
         from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep

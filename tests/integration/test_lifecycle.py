@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from vtorque.localrun import PbsMom
 
@@ -23,35 +22,6 @@ echo kept-apart >&2
 echo result > result.txt
 exit 3
 """
-
-
-@pytest.fixture
-def site(tiny_image):
-    site = Site(tiny_image)
-    yield site
-    site.close()
-
-
-@pytest.fixture
-def mom(site):
-    mom = PbsMom(str(site.config))
-    yield mom
-    site.sweep(mom)
-    mom.close()
-
-
-def leftovers(conn, site, job_id):
-    """Everything of the job that could outlive it: domains, files, runner processes."""
-    prefix = naming.domain_prefix(job_id)
-    found = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
-    job_dir = Path(naming.job_dir(job_id, str(site.state)))
-    if job_dir.exists():
-        found.append(str(job_dir))
-    runners = subprocess.run(
-        ["pgrep", "-f", f"runner-.*{naming.sanitise_job_id(job_id)}"], capture_output=True
-    )
-    found += runners.stdout.decode().split()
-    return found
 
 
 def test_a_job_runs_in_the_vm_and_its_exit_code_and_streams_come_back(site, mom, libvirt_conn, tiny_image):
@@ -78,7 +48,7 @@ def test_a_job_runs_in_the_vm_and_its_exit_code_and_streams_come_back(site, mom,
     assert record["state"] == "ended" and record["exit_status"] == 3
     assert set(record["phases"]) >= {"prologue", "guests_ssh_ready", "epilogue"}
     print(f"prologue {record['phases']['prologue']}s, epilogue {record['phases']['epilogue']}s")
-    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert site.leftovers(libvirt_conn, job.job_id) == []
     assert not (site.spool / job.job_id).exists()
 
 
@@ -108,7 +78,7 @@ def test_a_request_changed_after_submission_aborts_with_the_reason_for_the_user(
     assert (site.spool / job.job_id / "vtorque.log").stat().st_uid == 4500
     assert mom.epilogue(job, -2) == 0
     assert site.record(job.job_id)["state"] == "ended"
-    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert site.leftovers(libvirt_conn, job.job_id) == []
 
 
 def test_qdel_ends_the_job_promptly_and_the_epilogue_leaves_nothing(site, mom, libvirt_conn):
@@ -125,9 +95,9 @@ def test_qdel_ends_the_job_promptly_and_the_epilogue_leaves_nothing(site, mom, l
     assert mom.epilogue(job, 271) == 0
     assert b"never" not in child.stdout.read()
     assert site.record(job.job_id)["exit_status"] == 271
-    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert site.leftovers(libvirt_conn, job.job_id) == []
     assert mom.epilogue(job, 271) == 0  # Torque may run it again (a retried epilogue): still nothing
-    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert site.leftovers(libvirt_conn, job.job_id) == []
 
 
 def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeued(
@@ -150,9 +120,9 @@ def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeu
         offline = [call for call in calls if call[0] == "pbsnodes"]
         assert len(offline) == 1 and offline[0][1:3] == ["-o", "-N"], calls
         assert offline[0][3].startswith("vtorque: ") and "did not accept SSH" in offline[0][3]
-        assert leftovers(libvirt_conn, site, job.job_id) == []
+        assert site.leftovers(libvirt_conn, job.job_id) == []
         assert mom.epilogue(job, -14) == 0
-        assert leftovers(libvirt_conn, site, job.job_id) == []
+        assert site.leftovers(libvirt_conn, job.job_id) == []
     finally:
         site.sweep(mom)
         mom.close()
@@ -183,5 +153,5 @@ def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_l
     assert result["code"] == 2, site.record(job.job_id)
     record = site.record(job.job_id)
     assert record["state"] == "requeued" and "starting the VMs failed" in record["reason"]
-    assert leftovers(libvirt_conn, site, job.job_id) == []
+    assert site.leftovers(libvirt_conn, job.job_id) == []
     assert mom.epilogue(job, -14) == 0

@@ -7,29 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-from vtorque.localrun import PbsMom
-
 sys.path.insert(0, str(Path(__file__).parent))
-from lifecycle_site import USER, Site  # noqa: E402
-from test_lifecycle import leftovers  # noqa: E402
+from lifecycle_site import USER  # noqa: E402
 
 JOBS = 3
-
-
-@pytest.fixture
-def site(tiny_image):
-    site = Site(tiny_image)
-    yield site
-    site.close()
-
-
-@pytest.fixture
-def mom(site):
-    mom = PbsMom(str(site.config))
-    yield mom
-    site.sweep(mom)
-    mom.close()
 
 
 def test_concurrent_jobs_with_an_epilogue_during_the_prologue_and_doubled_epilogues(site, mom, libvirt_conn):
@@ -56,7 +37,7 @@ def test_concurrent_jobs_with_an_epilogue_during_the_prologue_and_doubled_epilog
     print(f"{JOBS} concurrent jobs with racing hooks: {elapsed:.1f}s, prologue exits {codes}")
 
     for job in jobs:
-        assert leftovers(libvirt_conn, site, job.job_id) == [], job.job_id
+        assert site.leftovers(libvirt_conn, job.job_id) == [], job.job_id
         record = site.record(job.job_id)
         assert record["state"] in ("ended", "requeued"), record
     for job in jobs[1:]:

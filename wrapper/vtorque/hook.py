@@ -26,42 +26,43 @@ def main(argv=None):
     except HookUsageError as err:
         print(f"vtorque-hook: {err}", file=sys.stderr)
         return 2
-    if not _is_vm_job(args[0]):
+    from vtorque.config_file import config_path, read_config_data
+
+    path = config_path()
+    try:
+        data = read_config_data(path)
+    except Exception:  # noqa: BLE001 - an unreadable config is reported on the full path below
+        data = None
+    if data is not None and not _is_vm_job(args[0], data):
         return 0
     try:
-        return _handle(event, args)
+        return _handle(event, args, path, data)
     except Exception as err:  # noqa: BLE001 - the last line of defence: say why, requeue
         print(f"vtorque-hook {event}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2 if event.startswith("prologue") else 0
 
 
-def _is_vm_job(job_id):
+def _is_vm_job(job_id, data):
     """The fast path: the spool dir vsub made, or state vTorque keeps on this node."""
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
-    from vtorque.config_file import config_path, read_config_data
-
-    try:
-        data = read_config_data(config_path())
-    except Exception:  # noqa: BLE001 - an unreadable config is reported on the full path below
-        return True
     spool = data.get("spool_dir", "/var/spool/vtorque") if isinstance(data, dict) else "/var/spool/vtorque"
     state = data.get("state_dir", "/var/lib/vtorque") if isinstance(data, dict) else "/var/lib/vtorque"
     try:
-        return os.path.lexists(os.path.join(str(spool), job_id)) or os.path.lexists(
-            job_dir(job_id, str(state))
-        )
+        state_dir = job_dir(job_id, str(state))
     except ValueError:
         return False  # not a job id vTorque could have used
+    return os.path.lexists(os.path.join(str(spool), job_id)) or os.path.lexists(state_dir)
 
 
-def _handle(event, args):
-    from vtorque.config import load_config
+def _handle(event, args, path, data):
+    """The VM job's event; the config document already read is validated, not read again."""
+    from vtorque.config import from_data, load_config
     from vtorque.errors import VTorqueError
     from vtorque.torque import job_from_hook
 
     try:
-        config = load_config()
+        config = load_config(path) if data is None else from_data(data, path)
     except VTorqueError as err:
         print(f"vtorque-hook {event}: {err}", file=sys.stderr)
         return 2 if event.startswith("prologue") else 0

@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from xml.sax.saxutils import quoteattr
 
 from vtorque.catalog import verify_image_files
-from vtorque.errors import VTorqueError
+from vtorque.errors import RequestError, UntrustedFileError, VTorqueError
 from vtorque.jobrecord import report, update_record
 from vtorque.plan import Owner, make_plan
 from vtorque.request import load_request
 from vtorque.runner import run_playbook
-from vtorque.seeds import seed_for
+from vtorque.seeds import merge_metadata, seed_for
 
 ABORT, REQUEUE = 1, 2
 TEARDOWN_RESERVE = 20  # seconds kept for tearing down after a failed start
@@ -61,7 +61,7 @@ def start(job, config):
         plan = make_plan(job, request, config, owner)
         extra = _user_metadata(request, owner)
         if extra:
-            seed_for(plan, plan.rank0, "", ("", ""), extra, request.metadata)  # refuse bad keys now: abort
+            merge_metadata({}, extra, request.metadata)  # refuse bad keys now: abort
     except (VTorqueError, KeyError) as err:
         tell(f"the job cannot start: {_message(err)}")
         update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
@@ -272,6 +272,7 @@ def _wait_for_ssh(plan, deadline):
     from vtorque.runner import local_names
 
     here = local_names()
+    conn = _libvirt_connection(plan.uri) if any(vm.node in here for vm in plan.vms) else None
 
     def wait(vm):
         last = None
@@ -279,7 +280,7 @@ def _wait_for_ssh(plan, deadline):
             last = ssh_probe(plan, vm)
             if last.returncode == 0:
                 return
-            if vm.node in here and not _domain_running(plan.uri, vm.name):
+            if conn is not None and vm.node in here and not _domain_running(conn, vm.name):
                 raise InfrastructureError(f"{vm.name} stopped running before it accepted SSH")
             time.sleep(0.5)
         detail = (last.stderr.strip().splitlines() or ["no answer"])[-1] if last else "no time left"
@@ -287,25 +288,33 @@ def _wait_for_ssh(plan, deadline):
             f"{vm.name} did not accept SSH on {vm.ssh_host}:{vm.ssh_port} in time: {detail}"
         )
 
-    with ThreadPoolExecutor(max_workers=min(16, len(plan.vms))) as pool:
-        for future in [pool.submit(wait, vm) for vm in plan.vms]:
-            future.result()
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, len(plan.vms))) as pool:
+            for future in [pool.submit(wait, vm) for vm in plan.vms]:
+                future.result()
+    finally:
+        if conn is not None:
+            conn.close()
 
 
-def _domain_running(uri, name):
+def _libvirt_connection(uri):
+    """One connection for the whole wait; None when libvirt is unreachable (the SSH deadline decides)."""
     import libvirt
 
     libvirt.registerErrorHandler(lambda *_: None, None)
     try:
-        conn = libvirt.open(uri)
+        return libvirt.open(uri)
     except libvirt.libvirtError:
-        return True  # libvirt itself is unreachable: let the SSH deadline decide
+        return None
+
+
+def _domain_running(conn, name):
+    import libvirt
+
     try:
         return bool(conn.lookupByName(name).isActive())
     except libvirt.libvirtError:
         return False
-    finally:
-        conn.close()
 
 
 def ssh_command(job_dir, user, host, port):
@@ -392,8 +401,6 @@ def _user_metadata(request, owner):
 def _check_allocation(job, request, config):
     """The VMs must fit in the cores Torque gave the job: a request edited after vsub raised
     ppn must not take cores that belong to other jobs."""
-    from vtorque.errors import RequestError
-
     need = request.cores_per_node(config)
     for host, slots in job.nodes:
         if slots < need:
@@ -426,8 +433,6 @@ def _console_tail(path, lines=15):
 
 
 def _check_spool_dir(path, owner_uid):
-    from vtorque.errors import UntrustedFileError
-
     info = os.lstat(path)
     if not os.path.isdir(path) or os.path.islink(path):
         raise UntrustedFileError(f"job directory {path} is not a directory (links are refused)")

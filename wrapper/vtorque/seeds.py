@@ -68,9 +68,9 @@ def seed_for(plan, vm, user_public_key, host_key, extra=None, extra_source=""):
     """(meta_data, user_data, network_config) for one VM; host_key = (private, public) OpenSSH
     text; extra = the user's `metadata` cloud-config mapping, merged by merge_metadata."""
     owner = plan.owner
-    hosts = "127.0.0.1 localhost\n" + "".join(f"{v.address.split('/')[0]} {v.hostname}\n" for v in plan.vms)
-    if plan.network_mode == "user":  # each guest has its own slirp: it only knows itself
-        hosts = f"127.0.0.1 localhost\n{vm.address.split('/')[0]} {vm.hostname}\n"
+    # In user mode each guest has its own slirp and knows only itself.
+    known = (vm,) if plan.network_mode == "user" else plan.vms
+    hosts = "127.0.0.1 localhost\n" + "".join(f"{v.address.split('/')[0]} {v.hostname}\n" for v in known)
     user_data = {
         "bootcmd": [["groupadd", "-g", str(owner.gid), owner.group]],
         "users": [
