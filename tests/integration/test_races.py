@@ -1,6 +1,7 @@
 """Hooks racing each other, as a busy pbs_mom and impatient users make them: whatever the
 order, every job ends with nothing left behind and a record that says what happened."""
 
+import json
 import sys
 import threading
 import time
@@ -39,7 +40,7 @@ def test_concurrent_jobs_with_an_epilogue_during_the_prologue_and_doubled_epilog
     for job in jobs:
         assert site.leftovers(libvirt_conn, job.job_id) == [], job.job_id
         record = site.record(job.job_id)
-        assert record["state"] in ("ended", "requeued"), record
+        assert record["state"] in ("ended", "requeued"), json.dumps(record, indent=1)
     for job in jobs[1:]:
         assert codes[job.job_id] == 0, site.record(job.job_id)
     assert codes[interrupted.job_id] in (0, 2)

@@ -6,6 +6,7 @@ the job's files, read by `vtorque jobs show`). A failure reason also goes to sys
 whose prologue exits 1.
 """
 
+import fcntl
 import json
 import os
 import stat
@@ -30,7 +31,19 @@ def load_record(state_dir, job_id):
 
 
 def update_record(state_dir, job_id, **changes):
-    """Merge `changes` into the job's record (phases and events are appended to); atomic replace."""
+    """Merge `changes` into the job's record (phases and events are appended to); atomic
+    replace, under a lock, so hooks racing on one job (two epilogues) lose no update."""
+    path = record_path(state_dir, job_id)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge(state_dir, job_id, path, changes)
+    finally:
+        os.close(lock)
+
+
+def _merge(state_dir, job_id, path, changes):
     record = load_record(state_dir, job_id) or {"job_id": job_id, "phases": {}, "events": []}
     for key, value in changes.items():
         if key == "phases":
@@ -39,8 +52,6 @@ def update_record(state_dir, job_id, **changes):
             record["events"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "text": value})
         else:
             record[key] = value
-    path = record_path(state_dir, job_id)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     temp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as handle:

@@ -109,6 +109,8 @@ class DomainState:
             try:
                 dom.shutdownFlags(flag)
             except libvirt.libvirtError as exc:
+                if gone_or_off(exc):
+                    return  # a concurrent teardown of the same job got there first
                 # Drivers without shutdown modes (the test driver) take only the default request.
                 if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                     raise
@@ -122,7 +124,7 @@ class DomainState:
                 dom.destroy()
             except libvirt.libvirtError as exc:
                 # Already gone (a transient domain vanishes once it is off) or already off.
-                if not is_no_domain(exc) and exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                if not gone_or_off(exc):
                     raise
 
         self._with_domain("destroy", destroy)
@@ -158,6 +160,11 @@ class DomainState:
             self.destroy()
         self._with_domain("undefine", undefine)
         return dict(changed=True, forced=forced)
+
+
+def gone_or_off(exc) -> bool:
+    """The domain no longer exists or no longer runs: what shutdown and destroy want anyway."""
+    return is_no_domain(exc) or exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
 
 
 UNDEFINE_FLAGS = (
