@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build a vTorque test guest from Debian packages only, cached by package versions.
 #
-#   tools/build-test-images.sh tiny      kernel + busybox initramfs, dropbear, qemu-ga, jq (~4 s boot, TCG)
+#   tools/build-test-images.sh tiny      kernel + busybox initramfs, dropbear (+ dbclient), qemu-ga, jq (~4 s boot, TCG)
 #   tools/build-test-images.sh debian    debootstrap rootfs with cloud-init (NoCloud), sshd, python3, qemu-ga
 #
 # Prints the image directory: vmlinux, initrd.img, disk.qcow2, cmdline, image.json
@@ -117,8 +117,8 @@ build_tiny() {  # OUT PACKAGES...
   done
   "$x/bin/busybox" depmod -b "$root" "$kver"
   copy_with_libraries "$root" "$x/usr/lib/x86_64-linux-gnu" \
-    "$x/usr/sbin/dropbear" "$x/usr/bin/dropbearconvert" "$x/usr/sbin/qemu-ga" "$x/usr/bin/jq"
-  mv "$root/usr/sbin/jq" "$root/usr/sbin/dropbearconvert" "$root/usr/bin/"
+    "$x/usr/sbin/dropbear" "$x/usr/bin/dropbearconvert" "$x/usr/bin/dbclient" "$x/usr/sbin/qemu-ga" "$x/usr/bin/jq"
+  mv "$root/usr/sbin/jq" "$root/usr/sbin/dropbearconvert" "$root/usr/sbin/dbclient" "$root/usr/bin/"
   install -m 0755 "$HERE/guest/init" "$root/init"
   install -m 0755 "$HERE/guest/apply-seed" "$HERE/guest/shutdown" "$root/sbin/"
   install -m 0755 "$HERE/guest/groupadd" "$root/usr/sbin/groupadd"

@@ -30,10 +30,25 @@ def build_image(kind):
     return GuestImage(Path(done.stdout.strip().splitlines()[-1]))
 
 
+class _Connection:
+    """A qemu:///system connection that reconnects when libvirtd was restarted under it
+    (tests move libvirtd into a network namespace and back, or stop it on purpose)."""
+
+    def __init__(self, uri):
+        self.uri, self._conn = uri, libvirt.open(uri)
+
+    def __getattr__(self, name):
+        try:
+            self._conn.getLibVersion()  # isAlive() misses a daemon restart without an event loop
+        except libvirt.libvirtError:
+            self._conn = libvirt.open(self.uri)
+        return getattr(self._conn, name)
+
+
 @pytest.fixture(scope="session")
 def libvirt_conn():
     libvirt.registerErrorHandler(lambda *_: None, None)
-    conn = libvirt.open(URI)
+    conn = _Connection(URI)
     yield conn
     leftovers = [d.name() for d in conn.listAllDomains() if d.name().startswith(PREFIX)]
     for name in leftovers:

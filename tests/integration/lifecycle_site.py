@@ -68,8 +68,8 @@ class Site:
         self.config = self.root / "vtorque.yml"
         self.config.write_text(yaml.safe_dump(config))
         user = ensure_user()
-        self.workdir = Path(user.pw_dir) / "work"
-        self.workdir.mkdir(exist_ok=True)
+        self.workdir = Path(user.pw_dir) / f"work-{self.root.name}"  # sites may run at once
+        self.workdir.mkdir()
         os.chown(self.workdir, user.pw_uid, user.pw_gid)
 
     def write_job(self, name, text):

@@ -11,12 +11,10 @@ from vtorque.config import parse_config
 from vtorque.errors import RequestError
 from vtorque.plan import Owner, PlanError, make_plan
 from vtorque.request import parse_vm_values, resolve_request
-from vtorque.seeds import AUTHORIZED_KEYS_DIR, seed_for, vm_nodefile, vm_nodefile_path
+from vtorque.seeds import AUTHORIZED_KEYS_DIR, JobKeys, seed_for, vm_nodefile, vm_nodefile_path
 from vtorque.torque import HookUsageError, TorqueJob, job_from_hook, parse_event
 
-CATALOG = {
-    "tiny": ImageEntry("tiny", "/srv/tiny.qcow2", "qcow2", "debian", kernel="/srv/k", initrd="/srv/i")
-}
+CATALOG = {"tiny": ImageEntry("tiny", "/srv/tiny.qcow2", "qcow2", "debian", kernel="/srv/k", initrd="/srv/i")}
 OWNER = Owner("alice", 1234, 2345, "physics", "/home/alice")
 BRIDGE = """
 defaults: {img: tiny}
@@ -45,10 +43,13 @@ def assert_cloud_init_accepts(tmp_path, user_data):
 
 def plan_for(text="vcpus=2,vms_per_node=2", config_text=BRIDGE, **job_args):
     config = parse_config(config_text, "/etc/vtorque/test.yml")
-    request = resolve_request(
-        parse_vm_values([(text, "cmd")]), config, owner_uid=0, cwd="/", catalog=CATALOG
-    )
+    request = resolve_request(parse_vm_values([(text, "cmd")]), config, owner_uid=0, cwd="/", catalog=CATALOG)
     return make_plan(job(**job_args), request, config, OWNER), config
+
+
+def keys_for(plan):
+    hosts = {vm.name: (f"HOST {vm.hostname}", f"ssh-ed25519 {vm.hostname}") for vm in plan.vms}
+    return JobKeys("PRIVATE job key", "ssh-ed25519 AAAAjob alice", hosts)
 
 
 def test_the_same_job_gives_the_same_plan_and_another_job_another():
@@ -107,9 +108,7 @@ def test_mounts_follow_the_site_config():
 def test_every_seed_passes_cloud_init_schema_and_carries_the_owner_keys_and_network(tmp_path):
     plan, _ = plan_for(nodes=(("n1", 4), ("n2", 4)))
     vm = plan.vms[2]
-    meta, user_data, network = seed_for(
-        plan, vm, "ssh-ed25519 AAAAjob alice", ("PRIVATE", "ssh-ed25519 AAAAhost")
-    )
+    meta, user_data, network = seed_for(plan, vm, keys_for(plan))
     assert_cloud_init_accepts(tmp_path, user_data)
     assert meta == {"instance-id": vm.uuid, "local-hostname": "n2-vm0"}
     assert user_data["bootcmd"] == [["groupadd", "-g", "2345", "physics"]]
@@ -121,7 +120,7 @@ def test_every_seed_passes_cloud_init_schema_and_carries_the_owner_keys_and_netw
         "/home/alice",
     )
     assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAjob alice"]
-    assert user_data["ssh_keys"] == {"ed25519_private": "PRIVATE", "ed25519_public": "ssh-ed25519 AAAAhost"}
+    assert user_data["ssh_keys"] == {"ed25519_private": "HOST n2-vm0", "ed25519_public": "ssh-ed25519 n2-vm0"}
     written = {item["path"]: item["content"] for item in user_data["write_files"]}
     assert written[f"{AUTHORIZED_KEYS_DIR}/alice"] == "ssh-ed25519 AAAAjob alice\n"
     assert (
@@ -140,6 +139,30 @@ def test_every_seed_passes_cloud_init_schema_and_carries_the_owner_keys_and_netw
         ["workdir", "/home/alice/run", "9p", "trans=virtio,version=9p2000.L,msize=262144"]
     ]
     assert vm_nodefile(plan).splitlines()[0] == "n1-vm0"
+
+
+def test_the_vms_of_a_job_can_reach_each_other_as_the_owner_and_only_with_pinned_keys(tmp_path):
+    plan, _ = plan_for(nodes=(("n1", 4), ("n2", 4)))
+    _, user_data, _ = seed_for(plan, plan.vms[3], keys_for(plan))
+    files = {item["path"]: item for item in user_data["write_files"]}
+    key = files["/etc/ssh/vtorque/keys/alice"]
+    assert (key["content"], key["owner"], key["permissions"], key["defer"]) == (
+        "PRIVATE job key",
+        "alice:physics",
+        "0600",
+        True,
+    )
+    known = files["/etc/ssh/vtorque/known_hosts"]["content"].splitlines()
+    assert (
+        len(known) == 8 and "n1-vm0 ssh-ed25519 n1-vm0" in known and "10.20.1.10 ssh-ed25519 n1-vm0" in known
+    )
+    client = files["/etc/ssh/ssh_config.d/50-vtorque.conf"]["content"]
+    assert client.startswith("Host n1-vm0 10.20.1.10 n1-vm1 10.20.1.11 n2-vm0")
+    assert "StrictHostKeyChecking yes" in client
+    assert_cloud_init_accepts(tmp_path, user_data)
+    single, _ = plan_for(text="vcpus=1", config_text=BRIDGE)
+    _, alone, _ = seed_for(single, single.rank0, keys_for(single))
+    assert not any("/keys/" in item["path"] for item in alone["write_files"])  # one VM: no key inside
 
 
 def test_hook_arguments_follow_torque(tmp_path):
@@ -206,15 +229,15 @@ def test_user_metadata_adds_to_the_seed_but_cannot_touch_identity_or_access(tmp_
         "runcmd": [["touch", "/tmp/mine"]],
         "write_files": [{"path": "/etc/motd", "content": "hi\n"}],
     }
-    _, user_data, _ = seed_for(plan, vm, "ssh-ed25519 AAAAjob", ("PRIVATE", "PUBLIC"), extra, "meta.yaml")
+    _, user_data, _ = seed_for(plan, vm, keys_for(plan), extra, "meta.yaml")
     assert user_data["packages"] == ["htop"] and user_data["runcmd"] == [["touch", "/tmp/mine"]]
-    assert user_data["write_files"][-1]["path"] == "/etc/motd" and len(user_data["write_files"]) == 5
+    assert user_data["write_files"][-1]["path"] == "/etc/motd" and len(user_data["write_files"]) == 8
     assert user_data["users"][0]["uid"] == 1234
     assert_cloud_init_accepts(tmp_path, user_data)
     for hostile in ({"users": [{"name": "root"}]}, {"ssh_keys": {}}, {"ssh_authorized_keys": ["x"]}):
         with pytest.raises(
             RequestError, match=f"-vm metadata=meta.yaml: cloud-config key '{next(iter(hostile))}'"
         ):
-            seed_for(plan, vm, "k", ("p", "q"), hostile, "meta.yaml")
+            seed_for(plan, vm, keys_for(plan), hostile, "meta.yaml")
     with pytest.raises(RequestError, match="'runcmd' must be a list"):
-        seed_for(plan, vm, "k", ("p", "q"), {"runcmd": "reboot"}, "meta.yaml")
+        seed_for(plan, vm, keys_for(plan), {"runcmd": "reboot"}, "meta.yaml")

@@ -216,6 +216,9 @@ class RunnerConfig:
     forks: int = 20
     strategy: Literal["linear", "free"] = "free"
     pipelining: bool = True
+    # Node names that are this machine (local connection): a one-machine site that plays
+    # several nodes, as the tests and `vtorque run` do. Real nodes are reached over SSH.
+    local_nodes: list[str] = _opt([])
 
 
 @dataclass(frozen=True)

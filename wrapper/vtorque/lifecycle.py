@@ -23,7 +23,7 @@ from vtorque.jobrecord import report, update_record
 from vtorque.plan import Owner, make_plan
 from vtorque.request import load_request
 from vtorque.runner import run_playbook
-from vtorque.seeds import merge_metadata, seed_for
+from vtorque.seeds import JobKeys, merge_metadata, seed_for
 
 ABORT, REQUEUE = 1, 2
 TEARDOWN_RESERVE = 20  # seconds kept for tearing down after a failed start
@@ -35,9 +35,7 @@ class InfrastructureError(VTorqueError):
 
 def owner_of(user):
     entry = pwd.getpwnam(user)
-    return Owner(
-        entry.pw_name, entry.pw_uid, entry.pw_gid, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_dir
-    )
+    return Owner(entry.pw_name, entry.pw_uid, entry.pw_gid, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_dir)
 
 
 def spool_job_dir(config, job_id):
@@ -76,13 +74,14 @@ def start(job, config):
             work_dir=plan.job_dir,
             runner_config=config.runner,
             timeout=max(1, int(deadline - time.monotonic())),
+            local_nodes=config.runner.local_nodes,
         )
         if not result.ok:
             raise InfrastructureError(
                 f"starting the VMs failed ({result.status}): " + "; ".join(result.failures)
             )
         started = time.monotonic()
-        _wait_for_ssh(plan, deadline)
+        _wait_for_ssh(plan, deadline, config.runner.local_nodes)
         vms = _publish(plan)
     except (VTorqueError, OSError, subprocess.SubprocessError) as err:
         reason = _message(err)
@@ -162,6 +161,7 @@ def _teardown(job_id, nodes, config):
         work_dir=work_dir,
         runner_config=config.runner,
         timeout=config.timeouts.epilogue,
+        local_nodes=config.runner.local_nodes,
     )
 
 
@@ -172,13 +172,13 @@ def _prepare(plan, config, extra=None, extra_source=""):
     user_key = os.path.join(plan.job_dir, "id_ed25519")
     _keygen(user_key, f"vtorque-job-{plan.job_id}")
     os.chown(user_key, plan.owner.uid, plan.owner.gid)
-    with open(user_key + ".pub", encoding="utf-8") as handle:
-        user_public = handle.read().strip()
+    with open(user_key, encoding="utf-8") as private, open(user_key + ".pub", encoding="utf-8") as public:
+        user_private, user_public = private.read(), public.read().strip()
+    keys = JobKeys(user_private, user_public, {vm.name: _host_key(plan.job_dir, vm.name) for vm in plan.vms})
     known_hosts, vms = [], []
     for vm in plan.vms:
-        host_key = _host_key(plan.job_dir, vm.name)
-        known_hosts.append(_known_host_line(vm, host_key[1]))
-        meta, user_data, network = seed_for(plan, vm, user_public, host_key, extra, extra_source)
+        known_hosts.append(_known_host_line(vm, keys.hosts[vm.name][1]))
+        meta, user_data, network = seed_for(plan, vm, keys, extra, extra_source)
         vms.append(
             {
                 "node": vm.node,
@@ -266,12 +266,12 @@ def _host_key(job_dir, name):
         os.unlink(path + ".pub")
 
 
-def _wait_for_ssh(plan, deadline):
+def _wait_for_ssh(plan, deadline, local_nodes=()):
     """Every guest accepts the owner's per-job key and shows its pinned host key. A guest of
     this node that stops running (crash, a concurrent teardown) fails at once, not at the deadline."""
     from vtorque.runner import local_names
 
-    here = local_names()
+    here = local_names() | set(local_nodes)
     conn = _libvirt_connection(plan.uri) if any(vm.node in here for vm in plan.vms) else None
 
     def wait(vm):
@@ -309,12 +309,15 @@ def _libvirt_connection(uri):
 
 
 def _domain_running(conn, name):
+    """Whether the domain still runs; a libvirtd that stopped answering is its own failure."""
     import libvirt
 
     try:
         return bool(conn.lookupByName(name).isActive())
-    except libvirt.libvirtError:
-        return False
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise InfrastructureError(f"libvirtd stopped answering while {name} was starting: {err}") from None
 
 
 def ssh_command(job_dir, user, host, port):

@@ -6,6 +6,10 @@ root with 8/11 arguments and Torque's minimal environment, the job script as the
 the job's full PBS_* environment from its home directory, qdel (Ctrl-C) as
 epilogue.precancel as the owner then SIGTERM, and the epilogue with the job's exit status.
 The job's output streams to this terminal; the exit code is the job's (125: it never ran).
+
+PbsMom can also play sister nodes on this machine (`sisters`, for multi-node tests): they get
+prologue.parallel before the mother superior's prologue and epilogue.parallel after its
+epilogue, as root without a node file, and the site config names them local nodes.
 """
 
 import argparse
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vtorque.errors import VTorqueError
 
@@ -40,6 +45,7 @@ class LocalJob:
     workdir: str
     script: str  # what qsub stored: pbs_mom runs its own copy ($PBS_HOME/mom_priv/jobs/<id>.SC)
     ppn: int
+    node_count: int
     resources: str
     queue: str = "batch"
     session: int = 0
@@ -50,7 +56,7 @@ class LocalJob:
 class PbsMom:
     """One-machine pbs_mom: a temp $PBS_HOME with the hook shims, and the job's life in it."""
 
-    def __init__(self, site_config_path, base=None, hook_env=None):
+    def __init__(self, site_config_path, base=None, hook_env=None, sisters=()):
         self.root = tempfile.mkdtemp(prefix="vtorque-mom-", dir=base)
         os.chmod(self.root, 0o755)  # noqa: S103 - the owner reads the config and runs the shims
         self.pbs_home = os.path.join(self.root, "pbs_home")
@@ -59,6 +65,7 @@ class PbsMom:
             os.makedirs(os.path.join(self.pbs_home, sub), mode=0o755)
         os.makedirs(self.queue, mode=0o777)
         os.chmod(self.queue, 0o1777)  # noqa: S103 - the owner's qsub writes its record here
+        self.sisters = tuple(sisters)
         self.config = self._site_config(site_config_path)
         self.hook_env = hook_env or {}
         self._install_shims()
@@ -74,12 +81,19 @@ class PbsMom:
         for program in ("qsub", "qrls", "qdel", "pbsnodes"):
             shim = os.path.join(bin_dir, program)
             with open(shim, "w", encoding="utf-8") as handle:
-                run = f"VTORQUE_LOCAL_QUEUE={self.queue} exec {sys.executable} -m vtorque.localqueue"
+                run = (
+                    f"VTORQUE_LOCAL_QUEUE={self.queue} VTORQUE_LOCAL_FIRST_ID={os.getpid() * 100 + 1}"
+                    f" exec {sys.executable} -m vtorque.localqueue"
+                )
                 handle.write(f'#!/bin/sh\n{run} {program} "$@"\n')
             os.chmod(shim, 0o755)  # noqa: S103 - Torque's commands, run by the owner
             torque[program] = shim
         torque["pbs_home"] = self.pbs_home
         data = {**data, "torque": torque}
+        if self.sisters:
+            runner = dict(data.get("runner") or {})
+            runner["local_nodes"] = sorted({*runner.get("local_nodes", []), *self.sisters})
+            data["runner"] = runner
         local = os.path.join(self.root, "vtorque.yml")
         import yaml
 
@@ -113,8 +127,11 @@ class PbsMom:
         if done.returncode != 0:
             raise VTorqueError(f"vsub failed (exit {done.returncode})")
         job_id = done.stdout.strip().splitlines()[-1]
-        with open(os.path.join(self.queue, f"{job_id.split('.')[0]}.json"), encoding="utf-8") as handle:
-            record = json.load(handle)
+        record = next(
+            document
+            for document in (json.loads(path.read_text()) for path in Path(self.queue).glob("*.json"))
+            if document["job_id"] == job_id
+        )
         from vtorque.pbs_script import read_script
         from vtorque.qsub_args import QsubArgs, parse_qsub_argv, resource
 
@@ -124,16 +141,23 @@ class PbsMom:
         args = QsubArgs(script.args.options + given.options)  # as qsub: the command line wins
         nodes = resource(args, "nodes") or "1"
         ppn = int(nodes.split("ppn=")[1].split(":")[0]) if "ppn=" in nodes else 1
+        count = int(nodes.split(":")[0]) if nodes.split(":")[0].isdigit() else 1
+        if count > 1 + len(self.sisters):
+            raise VTorqueError(f"the job asks for {count} nodes; this pbs_mom plays {1 + len(self.sisters)}")
         names = args.values("N")
         name = names[-1] if names else os.path.basename(given.script)
         resources = ",".join(f"{k}={v}" for k, v in (("nodes", nodes), ("neednodes", nodes)))
         group = grp.getgrgid(entry.pw_gid).gr_name
-        return LocalJob(job_id, name, entry, group, cwd, record["script"], ppn, resources)
+        return LocalJob(job_id, name, entry, group, cwd, record["script"], ppn, count, resources)
 
     # --- the job's life, as pbs_mom lives it -------------------------------------------------
+    def hosts(self, job):
+        """The job's nodes, mother superior (this host's name) first."""
+        return (socket.gethostname(), *self.sisters[: job.node_count - 1])
+
     def prologue(self, job):
         with open(self.nodefile(job), "w", encoding="utf-8") as handle:
-            handle.write(f"{socket.gethostname()}\n" * job.ppn)
+            handle.write("".join(f"{host}\n" * job.ppn for host in self.hosts(job)))
         with open(self.script_copy(job), "w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write(job.script)
         os.chmod(self.script_copy(job), 0o755)  # noqa: S103 - run by the job owner, as pbs_mom does
@@ -147,6 +171,10 @@ class PbsMom:
             "",
             self.script_copy(job),
         ]
+        for number, _sister in enumerate(self.hosts(job)[1:], start=1):
+            code = self._hook("prologue.parallel", args, job, node_number=number)
+            if code != 0:  # the sister refuses to join: Torque requeues the job
+                return code
         return self._hook("prologue", args, job)
 
     def run_job(self, job, stdout=None, stderr=None):
@@ -176,6 +204,9 @@ class PbsMom:
     def epilogue(self, job, status):
         job.exit_status = status
         code = self._hook("epilogue", self._epilogue_args(job, status=status), job)
+        for number, _sister in enumerate(self.hosts(job)[1:], start=1):
+            sister_args = self._epilogue_args(job, status=0, session="0")
+            self._hook("epilogue.parallel", sister_args, job, node_number=number)
         with contextlib.suppress(FileNotFoundError):  # pbs_mom removes it once the job is over
             os.unlink(self.nodefile(job))
         return code
@@ -187,13 +218,15 @@ class PbsMom:
     def script_copy(self, job):
         return os.path.join(self.pbs_home, "mom_priv", "jobs", f"{job.job_id}.SC")
 
-    def _epilogue_args(self, job, status, used="cput=00:00:00,vmem=0kb,walltime=00:00:01,mem=0kb"):
+    def _epilogue_args(
+        self, job, status, used="cput=00:00:00,vmem=0kb,walltime=00:00:01,mem=0kb", session=None
+    ):
         return [
             job.job_id,
             job.user.pw_name,
             job.group,
             job.name,
-            str(job.session),
+            str(job.session) if session is None else session,
             job.resources,
             used,
             job.queue,
@@ -202,19 +235,20 @@ class PbsMom:
             self.script_copy(job),
         ]
 
-    def _hook(self, event, args, job, as_owner=False):
-        """Torque's way: stdin /dev/null, cwd mom_priv (owner: home), minimal environment."""
+    def _hook(self, event, args, job, as_owner=False, node_number=0):
+        """Torque's way: stdin /dev/null, cwd mom_priv (owner: home), minimal environment;
+        sisters (node_number > 0) have no node file."""
         env = {
             "PATH": "/bin:/usr/bin",
             "LANG": os.environ.get("LANG", "C"),
             "PBS_MSHOST": socket.gethostname(),
-            "PBS_NODENUM": "0",
+            "PBS_NODENUM": str(node_number),
             "PBS_O_WORKDIR": job.workdir,
-            "PBS_RESOURCE_NODES": f"1:ppn={job.ppn}",
-            "PBS_NUM_NODES": "1",
+            "PBS_RESOURCE_NODES": f"{job.node_count}:ppn={job.ppn}",
+            "PBS_NUM_NODES": str(job.node_count),
             "PBS_NUM_PPN": str(job.ppn),
-            "PBS_NP": str(job.ppn),
-            "PBS_NODEFILE": self.nodefile(job),
+            "PBS_NP": str(job.ppn * job.node_count),
+            **({} if node_number else {"PBS_NODEFILE": self.nodefile(job)}),
             **self.hook_env,
         }
         path = os.path.join(self.pbs_home, "mom_priv", event)
@@ -259,8 +293,8 @@ class PbsMom:
                 "PBS_VNODENUM": "0",
                 "PBS_TASKNUM": "1",
                 "PBS_MOMPORT": "15003",
-                "PBS_NP": str(job.ppn),
-                "PBS_NUM_NODES": "1",
+                "PBS_NP": str(job.ppn * job.node_count),
+                "PBS_NUM_NODES": str(job.node_count),
                 "PBS_NUM_PPN": str(job.ppn),
                 "PBS_O_HOME": job.user.pw_dir,
                 "PBS_O_HOST": host,
@@ -286,9 +320,7 @@ def main(argv, prog="vtorque run"):
         description=__doc__.splitlines()[0].split(": ", 1)[1],
         usage=f"{prog} [--user NAME] [qsub options] [-vm key=value,...] job.sh",
     )
-    parser.add_argument(
-        "--user", default=os.environ.get("SUDO_USER"), help="job owner (default: $SUDO_USER)"
-    )
+    parser.add_argument("--user", default=os.environ.get("SUDO_USER"), help="job owner (default: $SUDO_USER)")
     parser.add_argument(
         "--config", default=None, help="site config (default: $VTORQUE_CONFIG or /etc/vtorque/vtorque.yml)"
     )

@@ -86,7 +86,14 @@ def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, l
 
 
 def _failure(event):
+    """'host: task: message'; a loop's failed items speak for themselves (the loop only says
+    "One or more items failed")."""
     data = event.get("event_data", {})
     result = data.get("res", {}) or {}
-    message = result.get("msg") or result.get("reason") or result.get("stderr") or "failed"
+    items = [item for item in result.get("results", []) if isinstance(item, dict) and item.get("failed")]
+    message = "; ".join(_message(item) for item in items) if items else _message(result)
     return f"{data.get('host', '?')}: {data.get('task', '?')}: {message}"
+
+
+def _message(result):
+    return result.get("msg") or result.get("reason") or result.get("stderr") or "failed"

@@ -2,11 +2,19 @@
 
 Only fields both real cloud-init and the tiny test guest honour: hostname, the job owner with
 the host's UID and GID, the per-job key, the VM's pinned host key, static network by MAC,
-/etc/hosts for every VM of the job, the VM node file, the site's mounts.
+/etc/hosts for every VM of the job, the VM node file, the site's mounts, and for a job of
+several VMs what the owner needs to reach them all by SSH from inside (what mpirun does).
 """
+
+from dataclasses import dataclass
 
 NODEFILE_DIR = "/var/spool/torque/aux"
 AUTHORIZED_KEYS_DIR = "/etc/ssh/vtorque/authorized_keys"
+# The owner's job key and the job's host keys inside the guests, outside the home for the
+# same reason; OpenSSH clients find them through a drop-in scoped to the job's VMs.
+CLIENT_KEYS_DIR = "/etc/ssh/vtorque/keys"
+KNOWN_HOSTS = "/etc/ssh/vtorque/known_hosts"
+SSH_CLIENT_DROP_IN = "/etc/ssh/ssh_config.d/50-vtorque.conf"
 # Outside the home, so a mounted home cannot hide the per-job key (OpenSSH guests).
 SSHD_DROP_IN = f"AuthorizedKeysFile .ssh/authorized_keys {AUTHORIZED_KEYS_DIR}/%u\n"
 MOUNT_OPTIONS = {
@@ -64,10 +72,21 @@ def merge_metadata(user_data, extra, source):
     return merged
 
 
-def seed_for(plan, vm, user_public_key, host_key, extra=None, extra_source=""):
-    """(meta_data, user_data, network_config) for one VM; host_key = (private, public) OpenSSH
-    text; extra = the user's `metadata` cloud-config mapping, merged by merge_metadata."""
+@dataclass(frozen=True)
+class JobKeys:
+    """The job's SSH keys, OpenSSH text: the owner's per-job pair and each VM's host pair."""
+
+    user_private: str
+    user_public: str
+    hosts: dict  # VM name -> (private, public)
+
+
+def seed_for(plan, vm, keys, extra=None, extra_source=""):
+    """(meta_data, user_data, network_config) for one VM; extra = the user's `metadata`
+    cloud-config mapping, merged by merge_metadata."""
     owner = plan.owner
+    user_public_key = keys.user_public
+    host_key = keys.hosts[vm.name]
     # In user mode each guest has its own slirp and knows only itself.
     known = (vm,) if plan.network_mode == "user" else plan.vms
     hosts = "127.0.0.1 localhost\n" + "".join(f"{v.address.split('/')[0]} {v.hostname}\n" for v in known)
@@ -110,6 +129,8 @@ def seed_for(plan, vm, user_public_key, host_key, extra=None, extra_source=""):
         ],
         "mounts": [[source, path, kind, MOUNT_OPTIONS[kind]] for _tag, path, source, kind in plan.mounts],
     }
+    if len(known) > 1:
+        user_data["write_files"] += _peer_access(owner, known, keys)
     if extra:
         user_data = merge_metadata(user_data, extra, extra_source)
     meta_data = {"instance-id": vm.uuid, "local-hostname": vm.hostname}
@@ -120,3 +141,36 @@ def seed_for(plan, vm, user_public_key, host_key, extra=None, extra_source=""):
         ethernet["nameservers"] = {"addresses": list(vm.dns)}
     network_config = {"version": 2, "ethernets": {"eth0": ethernet}}
     return meta_data, user_data, network_config
+
+
+def _peer_access(owner, vms, keys):
+    """write_files that let the owner SSH from any VM of the job to any other with the job key,
+    checking the pinned host keys (one known_hosts line per name and no comments, as dropbear's
+    client needs)."""
+    known_hosts = "".join(
+        f"{name} {_without_comment(keys.hosts[v.name][1])}\n"
+        for v in vms
+        for name in (v.hostname, v.address.split("/")[0])
+    )
+    names = " ".join(name for v in vms for name in (v.hostname, v.address.split("/")[0]))
+    client = (
+        f"Host {names}\n"
+        f"    IdentityFile {CLIENT_KEYS_DIR}/%u\n"
+        f"    GlobalKnownHostsFile {KNOWN_HOSTS}\n"
+        "    StrictHostKeyChecking yes\n"
+    )
+    return [
+        {"path": KNOWN_HOSTS, "content": known_hosts, "permissions": "0644", "owner": "root:root"},
+        {"path": SSH_CLIENT_DROP_IN, "content": client, "permissions": "0644", "owner": "root:root"},
+        {  # deferred: cloud-init writes files before it creates users
+            "path": f"{CLIENT_KEYS_DIR}/{owner.name}",
+            "content": keys.user_private,
+            "permissions": "0600",
+            "owner": f"{owner.name}:{owner.group}",
+            "defer": True,
+        },
+    ]
+
+
+def _without_comment(public_key):
+    return " ".join(public_key.split()[:2])

@@ -1,0 +1,88 @@
+"""Two nodes × two VMs: the mother superior (this host) and one sister played on this machine,
+guests on a bridge inside a network namespace the test made (hostnet.py). The job sees all
+four VMs in its node file, and from the rank-0 VM reaches every VM by SSH as the owner with
+the job's key and pinned host keys, as mpirun does."""
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from vtorque.localrun import PbsMom
+
+sys.path.insert(0, str(Path(__file__).parent))
+import hostnet  # noqa: E402
+from lifecycle_site import USER, Site  # noqa: E402
+
+SISTER = "vtsister1"
+BRIDGE, GATEWAY = "vtbr0", "10.77.0.1"
+
+# The tiny guest's SSH client is dropbear's dbclient: it reads known hosts from ~/.ssh only
+# and keys in its own format, so the job copies the pinned list vTorque wrote and converts the
+# job key (OpenSSH clients use both as written, through vTorque's ssh_config drop-in). An
+# unknown or changed host key makes dbclient fail.
+JOB = """#!/bin/sh
+echo "nodefile: $(tr '\\n' ' ' < "$PBS_NODEFILE")"
+mkdir -p ~/.ssh && cp /etc/ssh/vtorque/known_hosts ~/.ssh/known_hosts
+dropbearconvert openssh dropbear "/etc/ssh/vtorque/keys/$(id -un)" ~/.ssh/id_dropbear >/dev/null 2>&1
+for host in $(uniq "$PBS_NODEFILE"); do
+  dbclient "$host" 'echo "reached $(hostname) as $(id -un)"' || echo "cannot reach $host"
+done
+"""
+
+
+@pytest.fixture
+def bridged_site(tiny_image):
+    ms = socket.gethostname()
+    network = {
+        "mode": "bridge",
+        "bridge": BRIDGE,
+        "cidr": "10.77.0.0/24",
+        "gateway": GATEWAY,
+        "ranges": {ms: "10.77.0.10-10.77.0.19", SISTER: "10.77.0.20-10.77.0.29"},
+    }
+    site = Site(tiny_image, network=network)
+    netns = f"vtt-{uuid.uuid4().hex[:6]}"
+    with hostnet.namespace_with_bridge(netns, BRIDGE, f"{GATEWAY}/24"), hostnet.libvirtd_in(netns):
+        mom = PbsMom(str(site.config), sisters=(SISTER,))
+        try:
+            yield site, mom, netns
+        finally:
+            site.sweep(mom)
+            mom.close()
+            site.close()
+
+
+def test_two_nodes_two_vms_each_the_rank0_vm_reaches_every_vm_as_the_owner(bridged_site, libvirt_conn):
+    site, mom, netns = bridged_site
+    site.write_job("mpi.sh", JOB)
+    job = mom.submit(
+        USER, ["-l", "nodes=2", "-vm", "vcpus=1,ram=192M,vms_per_node=2", "mpi.sh"], str(site.workdir)
+    )
+    with hostnet.entered(netns):
+        assert mom.prologue(job) == 0, json.dumps(site.record(job.job_id), indent=1)
+        domains = sorted(d.name() for d in libvirt_conn.listAllDomains() if job.job_id in d.name())
+        child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = child.communicate(timeout=180)
+        assert mom.epilogue(job, child.returncode) == 0
+
+    ms = socket.gethostname()
+    hostnames = [f"{ms}-vm0", f"{ms}-vm1", f"{SISTER}-vm0", f"{SISTER}-vm1"]
+    assert len(domains) == 4 and sum(SISTER in name for name in domains) == 2, domains
+    lines = out.decode().splitlines()
+    assert child.returncode == 0, (out, err)
+    assert lines[0] == "nodefile: " + " ".join(hostnames) + " ", lines
+    assert lines[1:] == [f"reached {name} as {USER}" for name in hostnames], (out, err)
+
+    record = site.record(job.job_id)
+    assert record["state"] == "ended", json.dumps(record, indent=1)
+    assert [vm["address"] for vm in record["vms"]] == [
+        "10.77.0.10/24",
+        "10.77.0.11/24",
+        "10.77.0.20/24",
+        "10.77.0.21/24",
+    ]
+    assert site.leftovers(libvirt_conn, job.job_id) == []
