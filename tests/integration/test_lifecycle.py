@@ -13,6 +13,7 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from vtorque.localrun import PbsMom
 
 sys.path.insert(0, str(Path(__file__).parent))
+import hostnet  # noqa: E402
 from lifecycle_site import USER, Site  # noqa: E402
 
 JOB = """#!/bin/sh
@@ -155,3 +156,44 @@ def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_l
     assert record["state"] == "requeued" and "starting the VMs failed" in record["reason"]
     assert site.leftovers(libvirt_conn, job.job_id) == []
     assert mom.epilogue(job, -14) == 0
+
+
+def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_leaves_nothing(
+    site, mom, libvirt_conn
+):
+    site.write_job("job.sh", JOB)
+    job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
+    prefix = naming.domain_prefix(job.job_id)
+    result = {}
+    prologue = threading.Thread(target=lambda: result.setdefault("code", mom.prologue(job)))
+    try:
+        prologue.start()
+        deadline = time.monotonic() + 90
+        while not any(d.name().startswith(prefix) and d.isActive() for d in libvirt_conn.listAllDomains()):
+            assert time.monotonic() < deadline, "the job's VM never started"
+            time.sleep(0.2)
+        hostnet.stop_libvirtd()  # the guest's QEMU keeps running, as it does when libvirtd dies
+        prologue.join(timeout=180)
+        assert result["code"] == 2, site.record(job.job_id)  # requeue: not the user's fault
+        record = site.record(job.job_id)
+        assert record["state"] == "requeued" and "libvirt" in record["reason"], record
+        print(f"prologue with libvirtd gone: {record['reason']}")
+        calls = [json.loads(line) for line in (Path(mom.queue) / "calls.log").read_text().splitlines()]
+        assert [call[:3] for call in calls if call[0] == "pbsnodes"] == [["pbsnodes", "-o", "-N"]]
+        assert mom.epilogue(job, -14) == 0  # Torque's epilogue after the failed prologue: never fails
+        record = site.record(job.job_id)
+        assert record["state"] == "teardown failed" and "libvirt" in record["reason"], record
+    finally:
+        prologue.join(timeout=180)
+        if hostnet.libvirtd_pid() is None:
+            hostnet.start_libvirtd()  # the admin brings libvirtd back (systemd would restart it)
+    swept = subprocess.run(
+        [str(Path(sys.executable).parent / "vtorque"), "sweep"],
+        env={**os.environ, "VTORQUE_CONFIG": mom.config},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert swept.returncode == 0, swept.stderr
+    assert f"removed domain {prefix}" in swept.stdout, swept.stdout
+    assert site.leftovers(libvirt_conn, job.job_id) == []

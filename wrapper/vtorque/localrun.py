@@ -207,8 +207,9 @@ class PbsMom:
         for number, _sister in enumerate(self.hosts(job)[1:], start=1):
             sister_args = self._epilogue_args(job, status=0, session="0")
             self._hook("epilogue.parallel", sister_args, job, node_number=number)
-        with contextlib.suppress(FileNotFoundError):  # pbs_mom removes it once the job is over
-            os.unlink(self.nodefile(job))
+        for path in (self.nodefile(job), self.script_copy(job)):  # pbs_mom drops them with the job
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         return code
 
     # --- helpers ---------------------------------------------------------------------------
