@@ -101,9 +101,7 @@ def test_qdel_ends_the_job_promptly_and_the_epilogue_leaves_nothing(site, mom, l
     assert site.leftovers(libvirt_conn, job.job_id) == []
 
 
-def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeued(
-    tiny_image, libvirt_conn
-):
+def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeued(tiny_image, libvirt_conn):
     site = Site(
         tiny_image,
         cmdline="console=ttyS0 panic=-1 rdinit=/nonexistent",
@@ -130,9 +128,7 @@ def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeu
         site.close()
 
 
-def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_left(
-    site, mom, libvirt_conn
-):
+def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_left(site, mom, libvirt_conn):
     site.write_job("job.sh", JOB)
     job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
     result = {}
@@ -196,4 +192,29 @@ def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_le
     )
     assert swept.returncode == 0, swept.stderr
     assert f"removed domain {prefix}" in swept.stdout, swept.stdout
+    assert site.leftovers(libvirt_conn, job.job_id) == []
+
+
+def test_pinned_vcpus_and_a_data_disk_the_owner_writes_at_slash_data(site, mom, libvirt_conn):
+    site.write_job(
+        "data.sh",
+        "#!/bin/sh\ntouch /data/mine && ls -ln /data/mine | awk '{print $3}'\n"
+        "awk '$2 == \"/data\" {print $3}' /proc/mounts\ndf -m /data | awk 'NR == 2 {print $2}'\n",
+    )
+    job = mom.submit(USER, ["-vm", "vcpus=1,disk=64M,vcpu_pinning=true", "data.sh"], str(site.workdir))
+    assert mom.prologue(job) == 0, json.dumps(site.record(job.job_id), indent=1)
+    (domain,) = [
+        d for d in libvirt_conn.listAllDomains() if d.name().startswith(naming.domain_prefix(job.job_id))
+    ]
+    xml, pinned = domain.XMLDesc(), domain.vcpuPinInfo(0)[0]
+    child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = child.communicate(timeout=120)
+    assert mom.epilogue(job, child.returncode) == 0
+
+    assert "<vcpupin vcpu='0' cpuset='1'/>" in xml  # host_reserve.cores 1 keeps core 0 for the host
+    assert pinned == tuple(core == 1 for core in range(os.cpu_count()))
+    assert xml.count("<disk type='file' device='disk'>") == 3  # overlay, data disk, seed
+    owner, fstype, size = out.decode().split()
+    assert (child.returncode, owner, fstype) == (0, "4500", "ext4"), (out, err)
+    assert 50 <= int(size) <= 64
     assert site.leftovers(libvirt_conn, job.job_id) == []

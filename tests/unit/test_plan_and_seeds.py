@@ -241,3 +241,22 @@ def test_user_metadata_adds_to_the_seed_but_cannot_touch_identity_or_access(tmp_
             seed_for(plan, vm, keys_for(plan), hostile, "meta.yaml")
     with pytest.raises(RequestError, match="'runcmd' must be a list"):
         seed_for(plan, vm, keys_for(plan), {"runcmd": "reboot"}, "meta.yaml")
+
+
+def test_pinning_and_a_data_disk_are_planned_per_vm_and_seeded_as_the_owners_data(tmp_path):
+    plan, _ = plan_for(text="vcpus=2,vms_per_node=2,vcpu_pinning=true,disk=1G")
+    first, second = plan.vms
+    assert (first.cpu_pinning, second.cpu_pinning) == (((0, 1), (1, 2)), ((0, 3), (1, 4)))  # host keeps core 0
+    assert first.data_disk == first.overlay.replace(".qcow2", "-data.qcow2") and first.data_disk_mib == 1024
+    _, user_data, _ = seed_for(plan, first, keys_for(plan))
+    assert user_data["fs_setup"] == [
+        {"label": "vtdata", "filesystem": "ext4", "device": "/dev/vdb", "overwrite": False}
+    ]
+    assert user_data["mounts"][-1] == ["/dev/vdb", "/data", "ext4", "defaults,nofail"]
+    assert user_data["runcmd"] == [["chown", "1234:2345", "/data"]]
+    assert_cloud_init_accepts(tmp_path, user_data)
+    plain, _ = plan_for(text="vcpus=2")
+    assert plain.rank0.cpu_pinning == () and plain.rank0.data_disk is None
+    shared = BRIDGE + "policy: {exclusive_node_alloc: false}"
+    with pytest.raises(PlanError, match=r"vcpu_pinning .* \(policy.exclusive_node_alloc: false"):
+        plan_for(text="vcpu_pinning=true", config_text=shared)

@@ -16,6 +16,7 @@ from vtorque.errors import VTorqueError
 
 USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}
 SSH_PORT_SPAN = 10000  # user mode: host ports ssh_port_base .. +SPAN-1, one per VM
+DATA_MOUNT = "/data"
 
 
 class PlanError(VTorqueError):
@@ -50,6 +51,9 @@ class VMPlan:
     overlay: str
     seed: str
     serial_log: str
+    data_disk: str | None  # an empty disk of the request's `disk` size, mounted at DATA_MOUNT
+    data_disk_mib: int | None
+    cpu_pinning: tuple  # ((vcpu, host core), ...) with vcpu_pinning, else ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,11 @@ def make_plan(job, request, config, owner):
         raise PlanError(
             "network.mode user reaches guests through 127.0.0.1 port forwards of the mother superior,"
             f" so it serves single-node jobs only; this job has {len(nodes)} nodes (use bridge)"
+        )
+    if request.vcpu_pinning and not config.policy.exclusive_node_alloc:
+        raise PlanError(
+            "vcpu_pinning pins vCPUs to fixed host cores, which needs whole nodes"
+            " (policy.exclusive_node_alloc: false here, so other jobs may use those cores)"
         )
     vms, rank = [], 0
     for node in nodes:
@@ -161,7 +170,17 @@ def _vm(job_id, node, index, rank, request, config, addresses):
         overlay=identity.overlay_path,
         seed=identity.seed_path,
         serial_log=identity.serial_log_path,
+        data_disk=identity.data_disk_path if request.disk_mib else None,
+        data_disk_mib=request.disk_mib,
+        cpu_pinning=_pinning(index, request.vcpus, config.host_reserve.cores) if request.vcpu_pinning else (),
     )
+
+
+def _pinning(index, vcpus, reserved):
+    """Whole node (exclusive allocation): the first `reserved` cores stay the host's, then each
+    VM's vCPUs take the next cores in order, one core per vCPU."""
+    first = reserved + index * vcpus
+    return tuple((vcpu, first + vcpu) for vcpu in range(vcpus))
 
 
 def _mounts(config, owner, workdir):

@@ -15,6 +15,7 @@ AUTHORIZED_KEYS_DIR = "/etc/ssh/vtorque/authorized_keys"
 CLIENT_KEYS_DIR = "/etc/ssh/vtorque/keys"
 KNOWN_HOSTS = "/etc/ssh/vtorque/known_hosts"
 SSH_CLIENT_DROP_IN = "/etc/ssh/ssh_config.d/50-vtorque.conf"
+DATA_DISK_DEVICE = "/dev/vdb"  # the overlay is vda, the data disk vdb, the seed last
 # Outside the home, so a mounted home cannot hide the per-job key (OpenSSH guests).
 SSHD_DROP_IN = f"AuthorizedKeysFile .ssh/authorized_keys {AUTHORIZED_KEYS_DIR}/%u\n"
 MOUNT_OPTIONS = {
@@ -131,6 +132,9 @@ def seed_for(plan, vm, keys, extra=None, extra_source=""):
     }
     if len(known) > 1:
         user_data["write_files"] += _peer_access(owner, known, keys)
+    if vm.data_disk:
+        for key, value in _data_disk(owner).items():
+            user_data[key] = [*user_data.get(key, []), *value]
     if extra:
         user_data = merge_metadata(user_data, extra, extra_source)
     meta_data = {"instance-id": vm.uuid, "local-hostname": vm.hostname}
@@ -170,6 +174,17 @@ def _peer_access(owner, vms, keys):
             "defer": True,
         },
     ]
+
+
+def _data_disk(owner):
+    """The empty `-vm disk=SIZE` disk (the second disk: /dev/vdb) as the owner's ext4 /data."""
+    from vtorque.plan import DATA_MOUNT
+
+    return {
+        "fs_setup": [{"label": "vtdata", "filesystem": "ext4", "device": DATA_DISK_DEVICE, "overwrite": False}],
+        "mounts": [[DATA_DISK_DEVICE, DATA_MOUNT, "ext4", "defaults,nofail"]],
+        "runcmd": [["chown", f"{owner.uid}:{owner.gid}", DATA_MOUNT]],
+    }
 
 
 def _without_comment(public_key):

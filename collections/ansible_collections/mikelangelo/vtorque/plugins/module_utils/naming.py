@@ -99,6 +99,7 @@ class VMIdentity:
     overlay_path: str
     seed_path: str
     serial_log_path: str
+    data_disk_path: str
 
 
 def vm_identity(job_id: str, node: str, index: int, state_dir: str = DEFAULT_STATE_DIR) -> VMIdentity:
@@ -115,4 +116,5 @@ def vm_identity(job_id: str, node: str, index: int, state_dir: str = DEFAULT_STA
         overlay_path=os.path.join(directory, name + ".qcow2"),
         seed_path=os.path.join(directory, name + "-seed.iso"),
         serial_log_path=os.path.join(directory, name + "-serial.log"),
+        data_disk_path=os.path.join(directory, name + "-data.qcow2"),
     )
