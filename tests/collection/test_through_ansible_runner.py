@@ -1,6 +1,7 @@
 """The modules through real ansible-runner: the action plugin renders the template on the
 controller, the module runs in its own process, and results come back as Ansible reports them."""
 
+import json
 import sys
 import time
 
@@ -81,3 +82,39 @@ def test_vm_seed_is_idempotent_across_processes(tmp_path):
     run, results, _ = run_playbook(tmp_path, tasks)
     assert run.status == "successful"
     assert [r["res"]["changed"] for r in results] == [True, False]
+
+
+def test_user_strings_in_the_job_variables_are_never_templated(tmp_path):
+    """The job playbooks get user values (work dir, metadata cloud-config, names) as extra vars;
+    written by vtorque.runner.unsafe_yaml, not one of them is rendered, as value or as key."""
+    from vtorque.runner import unsafe_yaml
+
+    marker = tmp_path / "templated"
+    hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }}{{ 6 * 7 }}"
+    variables = {
+        "vtorque": {"vms": [{"node": "localhost", "name": hostile, "user_data": {hostile: [hostile]}}]}
+    }
+    (tmp_path / "vars.yml").write_text(unsafe_yaml(variables))
+    tasks = [
+        {
+            "ansible.builtin.copy": {
+                "content": "{{ vtorque.vms[0] | to_json }}",
+                "dest": str(tmp_path / "seen.json"),
+                "mode": "0600",
+            }
+        }
+    ]
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "play.yml").write_text(
+        yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}])
+    )
+    run = ansible_runner.run(
+        private_data_dir=str(tmp_path),
+        playbook="play.yml",
+        quiet=True,
+        cmdline=f"-e @{tmp_path / 'vars.yml'}",
+        inventory=f"localhost ansible_connection=local ansible_python_interpreter={_python()}",
+    )
+    assert run.status == "successful"
+    assert not marker.exists(), "a user's string was templated as root"
+    assert json.loads((tmp_path / "seen.json").read_text()) == variables["vtorque"]["vms"][0]

@@ -87,3 +87,24 @@ def test_sweep_refuses_a_linked_job_directory(tmp_path, job):
 def test_sweep_needs_exactly_one_selector():
     assert run_module("vm_sweep", {"uri": TEST_URI})["failed"]
     assert run_module("vm_sweep", {"uri": TEST_URI, "job_id": "1", "live_jobs": []})["failed"]
+
+
+def test_a_domain_removed_by_a_racing_teardown_mid_removal_counts_as_removed(job):
+    """Two epilogues of one job: the other one undefines the domain between this one's lookup
+    and its calls. The goal (no domain) is met, so this removal must not fail."""
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain import DomainState
+
+    hv = Hypervisor(TEST_URI)
+    name = naming.domain_name(job["id"], job["node"], 0)
+    xml = f"<domain type='test'><name>{name}</name><memory>131072</memory><os><type>hvm</type></os></domain>"
+    hv.run("define", name, lambda conn: conn.defineXML(xml))
+
+    def undefined_meanwhile(dom):
+        hv.run("undefine", name, lambda conn: conn.lookupByName(name).undefine())  # the other epilogue
+        return dom.isActive()
+
+    state = DomainState(hv, name, check_mode=False)
+    assert state._with_domain("read state", undefined_meanwhile) is None
+    assert state.remove(0, "acpi") == {"changed": False, "forced": False}
+    hv.close()

@@ -246,7 +246,8 @@ def test_user_metadata_adds_to_the_seed_but_cannot_touch_identity_or_access(tmp_
 def test_pinning_and_a_data_disk_are_planned_per_vm_and_seeded_as_the_owners_data(tmp_path):
     plan, _ = plan_for(text="vcpus=2,vms_per_node=2,vcpu_pinning=true,disk=1G")
     first, second = plan.vms
-    assert (first.cpu_pinning, second.cpu_pinning) == (((0, 1), (1, 2)), ((0, 3), (1, 4)))  # host keeps core 0
+    # the host keeps core 0 (host_reserve.cores 1)
+    assert (first.cpu_pinning, second.cpu_pinning) == (((0, 1), (1, 2)), ((0, 3), (1, 4)))
     assert first.data_disk == first.overlay.replace(".qcow2", "-data.qcow2") and first.data_disk_mib == 1024
     _, user_data, _ = seed_for(plan, first, keys_for(plan))
     assert user_data["fs_setup"] == [

@@ -193,9 +193,15 @@ class PbsMom:
         job.session = child.pid
         return child
 
+    def precancel(self, job):
+        """epilogue.precancel, as qdel runs it: as the owner, synchronously, output discarded."""
+        return self._hook(
+            "epilogue.precancel", self._epilogue_args(job, status=0, used=""), job, as_owner=True
+        )
+
     def qdel(self, job, child):
         """qdel of a running job: precancel as the owner (synchronously), then SIGTERM to the session."""
-        self._hook("epilogue.precancel", self._epilogue_args(job, status=0, used=""), job, as_owner=True)
+        self.precancel(job)
         try:
             os.killpg(child.pid, signal.SIGTERM)
         except ProcessLookupError:

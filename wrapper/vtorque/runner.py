@@ -2,11 +2,11 @@
 
 One fresh private data dir per job and phase, removed afterwards; the inventory is the plan's
 nodes; forks are sized to the node count. The playbook's variables go in a root-only file
-passed with `-e @file`, and the tasks that carry keys are `no_log`, so no secret reaches the
-runner's artifacts or events.
+passed with `-e @file`, every string tagged `!unsafe` so nothing a user wrote is ever
+templated, and the tasks that carry keys are `no_log`, so no secret reaches the runner's
+artifacts or events.
 """
 
-import json
 import os
 import shutil
 import socket
@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import yaml
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 
 PLAYBOOKS = os.path.join(
@@ -55,10 +56,10 @@ def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, l
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
     private = os.path.join(work_dir, f"runner-{phase}-{time.time_ns()}")
     os.mkdir(private, 0o700)
-    vars_file = os.path.join(private, "vars.json")
+    vars_file = os.path.join(private, "vars.yml")
     fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(variables, handle)
+        handle.write(unsafe_yaml(variables))
     envvars = {
         "PATH": os.path.dirname(sys.executable) + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
         "ANSIBLE_PIPELINING": str(runner_config.pipelining),
@@ -83,6 +84,25 @@ def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, l
     finally:
         shutil.rmtree(private, ignore_errors=True)
     return RunResult(status == "successful", status, rc, time.monotonic() - start, failures)
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    """Every string as `!unsafe`: Ansible then never templates it."""
+
+
+def _unsafe_string(dumper, value):
+    return dumper.represent_scalar("!unsafe", value, style='"')
+
+
+_UnsafeDumper.add_representer(str, _unsafe_string)
+
+
+def unsafe_yaml(variables):
+    """The playbook's variables as an extra-vars YAML document in which no string is a template.
+
+    Values in them come from users (work dir, metadata cloud-config, names); Ansible would
+    otherwise render a `{{ lookup('pipe', ...) }}` among them as root on every node."""
+    return yaml.dump(variables, Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True)
 
 
 def _failure(event):

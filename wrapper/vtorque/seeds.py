@@ -181,7 +181,9 @@ def _data_disk(owner):
     from vtorque.plan import DATA_MOUNT
 
     return {
-        "fs_setup": [{"label": "vtdata", "filesystem": "ext4", "device": DATA_DISK_DEVICE, "overwrite": False}],
+        "fs_setup": [
+            {"label": "vtdata", "filesystem": "ext4", "device": DATA_DISK_DEVICE, "overwrite": False}
+        ],
         "mounts": [[DATA_DISK_DEVICE, DATA_MOUNT, "ext4", "defaults,nofail"]],
         "runcmd": [["chown", f"{owner.uid}:{owner.gid}", DATA_MOUNT]],
     }

@@ -35,11 +35,19 @@ class DomainState:
         return self.hv.run(what, self.name, func)
 
     def _with_domain(self, what, func):
-        """``func(dom)``, or None when the domain does not exist."""
+        """``func(dom)``, or None when the domain does not exist, also when it vanishes between
+        the lookup and the call (a concurrent teardown of the same job, e.g. a racing epilogue)."""
 
         def call(conn):
             dom = self.hv.lookup(conn, self.name)
-            return None if dom is None else func(dom)
+            if dom is None:
+                return None
+            try:
+                return func(dom)
+            except libvirt.libvirtError as exc:
+                if is_no_domain(exc):
+                    return None
+                raise
 
         return self._run(what, call)
 
@@ -109,7 +117,7 @@ class DomainState:
             try:
                 dom.shutdownFlags(flag)
             except libvirt.libvirtError as exc:
-                if gone_or_off(exc):
+                if already_off(exc):
                     return  # a concurrent teardown of the same job got there first
                 # Drivers without shutdown modes (the test driver) take only the default request.
                 if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
@@ -123,8 +131,7 @@ class DomainState:
             try:
                 dom.destroy()
             except libvirt.libvirtError as exc:
-                # Already gone (a transient domain vanishes once it is off) or already off.
-                if not gone_or_off(exc):
+                if not already_off(exc):
                     raise
 
         self._with_domain("destroy", destroy)
@@ -162,9 +169,10 @@ class DomainState:
         return dict(changed=True, forced=forced)
 
 
-def gone_or_off(exc) -> bool:
-    """The domain no longer exists or no longer runs: what shutdown and destroy want anyway."""
-    return is_no_domain(exc) or exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
+def already_off(exc) -> bool:
+    """The domain no longer runs: what shutdown and destroy want anyway (a vanished domain is
+    handled once, in DomainState._with_domain)."""
+    return exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
 
 
 UNDEFINE_FLAGS = (
@@ -185,8 +193,6 @@ def undefine(dom) -> None:
     try:
         dom.undefineFlags(flags)
     except libvirt.libvirtError as exc:
-        if is_no_domain(exc):
-            return  # removed meanwhile by a concurrent teardown of the same job: the goal is met
         if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
             raise
         dom.undefine()
