@@ -108,3 +108,22 @@ def test_a_domain_removed_by_a_racing_teardown_mid_removal_counts_as_removed(job
     assert state._with_domain("read state", undefined_meanwhile) is None
     assert state.remove(0, "acpi") == {"changed": False, "forced": False}
     hv.close()
+
+
+def test_another_jobs_domain_vanishing_while_the_job_is_listed_is_skipped(test_conn, job):
+    """Teardowns of different jobs overlap: a domain listed a moment ago may be gone when its
+    definition is read. Listing this job's domains must not fail on it."""
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils import inventory
+
+    mine = define(job, 0)
+    other = define(dict(job, id=job["id"] + "1"), 0)
+
+    class Racing:  # the other job's teardown undefines its domain right after the listing
+        def listAllDomains(self, flags):
+            listed = test_conn.listAllDomains(flags)
+            test_conn.lookupByName(other).destroy()
+            test_conn.lookupByName(other).undefine()
+            return listed
+
+    tagged = inventory._tagged_domains(Racing())
+    assert [dom.name() for dom, _ in tagged if dom.name() in (mine, other)] == [mine]

@@ -7,20 +7,37 @@ from __future__ import annotations
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import domain_xml, naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import (
     Hypervisor,
+    is_no_domain,
     libvirt,
     state_name,
 )
 
 
-def _tagged_domains(conn) -> list[tuple[object, dict | None]]:
-    """(domain, job tag or None) for every domain whose name has the vTorque prefix."""
+def _each_domain(conn, read, prefix: str = naming.DOMAIN_PREFIX) -> list:
+    """``read(dom)`` for every domain named with ``prefix``, skipping those removed meanwhile
+    (other jobs' teardowns run at the same time) and those ``read`` answers None for."""
     found = []
     for dom in conn.listAllDomains(0):
-        if dom.name().startswith(naming.DOMAIN_PREFIX):
-            flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0
-            xml = dom.XMLDesc(flags)
-            found.append((dom, domain_xml.job_tag(xml)))
+        if not dom.name().startswith(prefix):
+            continue
+        try:
+            result = read(dom)
+        except libvirt.libvirtError as exc:
+            if not is_no_domain(exc):
+                raise
+            continue
+        if result is not None:
+            found.append(result)
     return found
+
+
+def _definition(dom) -> str:
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0)
+
+
+def _tagged_domains(conn) -> list[tuple[object, dict | None]]:
+    """(domain, job tag or None) for every domain whose name has the vTorque prefix."""
+    return _each_domain(conn, lambda dom: (dom, domain_xml.job_tag(_definition(dom))))
 
 
 def job_domain_names(hv: Hypervisor, job_id: str) -> list[str]:
@@ -80,25 +97,23 @@ def describe(hv: Hypervisor, names: list[str] | None, job_id: str | None) -> lis
     if job_id:
         wanted.update(job_domain_names(hv, job_id))
 
+    def describe_one(dom):
+        if dom.name() not in wanted:
+            return None
+        xml = _definition(dom)
+        tag = domain_xml.job_tag(xml)
+        return dict(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=state_name(dom.state()[0]),
+            persistent=bool(dom.isPersistent()),
+            job=tag,
+            macs=domain_xml.interface_macs(xml),
+            disks=domain_xml.disk_sources(xml),
+            addresses=_addresses(dom, tag),
+        )
+
     def collect(conn):
-        out = []
-        for dom in conn.listAllDomains(0):
-            if dom.name() not in wanted:
-                continue
-            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0)
-            tag = domain_xml.job_tag(xml)
-            out.append(
-                dict(
-                    name=dom.name(),
-                    uuid=dom.UUIDString(),
-                    state=state_name(dom.state()[0]),
-                    persistent=bool(dom.isPersistent()),
-                    job=tag,
-                    macs=domain_xml.interface_macs(xml),
-                    disks=domain_xml.disk_sources(xml),
-                    addresses=_addresses(dom, tag),
-                )
-            )
-        return sorted(out, key=lambda d: d["name"])
+        return sorted(_each_domain(conn, describe_one, prefix=""), key=lambda d: d["name"])
 
     return hv.run("describe domains", None, collect)
