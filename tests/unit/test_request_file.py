@@ -102,3 +102,22 @@ def test_image_path_comes_from_the_catalog_not_the_file(submitted):
     document["request"]["image"]["path"] = "/etc/shadow"
     path.write_text(json.dumps(document))
     assert load_request(str(path), USER, config(site)).image.path == str(site.root / "images" / "tiny.qcow2")
+
+
+def test_a_job_directory_swapped_for_a_link_or_for_another_users_is_refused(tmp_path):
+    """Between submission and start the owner may replace their spool job directory: with a
+    link to another user's (or root's) directory, or a directory someone else owns."""
+    from vtorque.lifecycle import _check_spool_dir
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "request.json").write_text("{}")
+    link = tmp_path / "42.head"
+    link.symlink_to(victim)
+    with pytest.raises(UntrustedFileError, match="is not a directory \\(links are refused\\)"):
+        _check_spool_dir(str(link), owner_uid=os.getuid())
+    link.unlink()
+    link.mkdir()
+    with pytest.raises(UntrustedFileError, match=f"owned by uid {os.getuid()}, expected uid 4242"):
+        _check_spool_dir(str(link), owner_uid=4242)
+    _check_spool_dir(str(link), owner_uid=os.getuid())  # the owner's own directory is fine
