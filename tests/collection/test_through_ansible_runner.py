@@ -10,7 +10,7 @@ import yaml
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 
 
-def run_playbook(tmp_path, tasks):
+def run_playbook(tmp_path, tasks, cmdline=None):
     (tmp_path / "project").mkdir(exist_ok=True)
     play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
     (tmp_path / "project" / "play.yml").write_text(yaml.safe_dump(play))
@@ -19,6 +19,7 @@ def run_playbook(tmp_path, tasks):
         private_data_dir=str(tmp_path),
         playbook="play.yml",
         quiet=True,
+        cmdline=cmdline,
         inventory=f"localhost ansible_connection=local ansible_python_interpreter={_python()}",
     )
     elapsed = time.monotonic() - started
@@ -104,17 +105,7 @@ def test_user_strings_in_the_job_variables_are_never_templated(tmp_path):
             }
         }
     ]
-    (tmp_path / "project").mkdir()
-    (tmp_path / "project" / "play.yml").write_text(
-        yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}])
-    )
-    run = ansible_runner.run(
-        private_data_dir=str(tmp_path),
-        playbook="play.yml",
-        quiet=True,
-        cmdline=f"-e @{tmp_path / 'vars.yml'}",
-        inventory=f"localhost ansible_connection=local ansible_python_interpreter={_python()}",
-    )
+    run, _, _ = run_playbook(tmp_path, tasks, cmdline=f"-e @{tmp_path / 'vars.yml'}")
     assert run.status == "successful"
     assert not marker.exists(), "a user's string was templated as root"
     assert json.loads((tmp_path / "seen.json").read_text()) == variables["vtorque"]["vms"][0]
