@@ -92,9 +92,10 @@ def test_user_strings_in_the_job_variables_are_never_templated(tmp_path):
 
     marker = tmp_path / "templated"
     hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }}{{ 6 * 7 }}"
-    variables = {
-        "vtorque": {"vms": [{"node": "localhost", "name": hostile, "user_data": {hostile: [hostile]}}]}
-    }
+    header = "#jinja2:variable_start_string:'[[', variable_end_string:']]'\n[[ 6 * 7 ]]"
+    typed = ["0644", "0755", "true", "null", "1e3", "2026-11-25", "~", ""]  # strings that look typed
+    vm = {"node": "localhost", "name": hostile, "user_data": {hostile: [hostile, header, *typed]}}
+    variables = {"vtorque": {"vms": [vm]}}
     (tmp_path / "vars.yml").write_text(unsafe_yaml(variables))
     tasks = [
         {

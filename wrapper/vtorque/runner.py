@@ -86,19 +86,27 @@ def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, l
     return RunResult(status == "successful", status, rc, time.monotonic() - start, failures)
 
 
+TEMPLATE_MARKS = ("{", "#jinja2:")  # Jinja's delimiters, and Ansible's override header
+
+
 class _UnsafeDumper(yaml.SafeDumper):
-    """Every string as `!unsafe`: Ansible then never templates it."""
+    """Strings that could be templates as `!unsafe`: Ansible then never renders them."""
 
 
 def _unsafe_string(dumper, value):
-    return dumper.represent_scalar("!unsafe", value, style='"')
+    # Only strings that could be templates: `!unsafe "0644"` would come back as the int 420, while
+    # a string with a brace or the header can never be read as a number, a boolean or a date.
+    if any(mark in value for mark in TEMPLATE_MARKS):
+        return dumper.represent_scalar("!unsafe", value, style='"')
+    return dumper.represent_str(value)
 
 
 _UnsafeDumper.add_representer(str, _unsafe_string)
 
 
 def unsafe_yaml(variables):
-    """The playbook's variables as an extra-vars YAML document in which no string is a template.
+    """The playbook's variables as an extra-vars YAML document in which no string is a template
+    and every string stays a string.
 
     Values in them come from users (work dir, metadata cloud-config, names); Ansible would
     otherwise render a `{{ lookup('pipe', ...) }}` among them as root on every node."""
