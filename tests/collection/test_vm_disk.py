@@ -52,6 +52,7 @@ def test_overlay_trio_uses_backing_file_not_a_copy(tmp_path, base):
 def test_empty_data_disk_of_given_size(tmp_path):
     trio({"path": str(tmp_path / "data.qcow2"), "size": "10M"})
     assert qemu_info(tmp_path / "data.qcow2")["virtual-size"] == 10 * 2**20
+    assert (tmp_path / "data.qcow2").stat().st_mode & 0o777 == 0o600  # the guest's data: nobody else's
 
 
 def test_refuses_to_overwrite_or_remove_a_file_it_did_not_create(tmp_path, base):

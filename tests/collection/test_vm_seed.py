@@ -34,6 +34,7 @@ def test_same_input_gives_identical_bytes_at_different_times(tmp_path):
     write_seed_image(render_seed_files(dict(reversed(META.items())), USER, NET), str(second))
     assert first.read_bytes() == second.read_bytes()
     assert build_seed_image(render_seed_files(META, USER, None)) != first.read_bytes()
+    assert first.stat().st_mode & 0o777 == 0o600  # a seed holds the VM's private host key
 
 
 def test_blkid_and_isoinfo_see_label_and_files(tmp_path):

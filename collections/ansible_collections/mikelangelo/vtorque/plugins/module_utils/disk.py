@@ -119,5 +119,6 @@ def ensure_disk(params: dict, check_mode: bool, run_qemu_img) -> dict:
     partial = os.path.join(directory, f".{os.path.basename(path)}.partial")
     remove_file(partial)
     run_qemu_img(qemu_img_create(want, partial))
+    os.chmod(partial, 0o600)  # the guest's writes; libvirt hands the file to QEMU
     os.replace(partial, path)
     return result

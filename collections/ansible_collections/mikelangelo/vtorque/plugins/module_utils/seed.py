@@ -227,7 +227,7 @@ def write_seed_image(files: dict[str, bytes], path: str) -> None:
             handle.write(image)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # it holds the VM's private host key (libvirt hands it to QEMU)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
