@@ -175,10 +175,22 @@ def _prepare(plan, config, extra=None, extra_source=""):
     with open(user_key, encoding="utf-8") as private, open(user_key + ".pub", encoding="utf-8") as public:
         user_private, user_public = private.read(), public.read().strip()
     keys = JobKeys(user_private, user_public, {vm.name: _host_key(plan.job_dir, vm.name) for vm in plan.vms})
-    known_hosts, vms = [], []
+    known_hosts, vms, seeds = [], [], []
     for vm in plan.vms:
         known_hosts.append(_known_host_line(vm, keys.hosts[vm.name][1]))
         meta, user_data, network = seed_for(plan, vm, keys, extra, extra_source)
+        # Seeds hold private keys: a list of their own, looped only by the no_log seed task,
+        # so the other tasks' loop items (kept in runner events) carry no secret.
+        seeds.append(
+            {
+                "node": vm.node,
+                "name": vm.name,
+                "path": vm.seed,
+                "meta_data": meta,
+                "user_data": user_data,
+                "network_config": network,
+            }
+        )
         vms.append(
             {
                 "node": vm.node,
@@ -194,9 +206,6 @@ def _prepare(plan, config, extra=None, extra_source=""):
                 "data_disk": vm.data_disk,
                 "data_disk_size": f"{vm.data_disk_mib}M" if vm.data_disk else None,
                 "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(core)} for vcpu, core in vm.cpu_pinning],
-                "meta_data": meta,
-                "user_data": user_data,
-                "network_config": network,
             }
         )
     _write(os.path.join(plan.job_dir, "known_hosts"), "".join(known_hosts), 0o644)
@@ -217,6 +226,7 @@ def _prepare(plan, config, extra=None, extra_source=""):
             ],
             "wait_timeout": config.timeouts.boot,
             "vms": vms,
+            "seeds": seeds,
         }
     }
 
