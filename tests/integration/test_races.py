@@ -2,7 +2,7 @@
 jobs with real tiny guests, five at a time on this 2-core machine, in four patterns (a plain
 job, an epilogue during the prologue, a doubled epilogue, qdel's precancel during the start).
 Whatever the order, every job ends with nothing left behind and a record that says what
-happened."""
+happened; a prologue cut short stops starting at once (exit 1, no requeue, node kept online)."""
 
 import json
 import subprocess
@@ -87,6 +87,11 @@ def test_twenty_jobs_five_at_a_time_with_racing_hooks_leave_nothing(loaded_site,
     for (pattern, code, state), count in sorted(tally.items()):
         print(f"  {count:2d} x {pattern}: prologue exit {code}, record {state}")
 
+    calls = Path(mom.queue) / "calls.log"
+    offline = [
+        line for line in (calls.read_text() if calls.exists() else "").splitlines() if "pbsnodes" in line
+    ]
+    assert offline == [], "a qdel took the node offline"
     leaked = {job_id: records[job_id] for job_id, found in leaks.items() if found}
     assert not leaked, json.dumps(leaked, indent=1)
     for job_id, (code, status) in outcomes.items():
@@ -94,6 +99,6 @@ def test_twenty_jobs_five_at_a_time_with_racing_hooks_leave_nothing(loaded_site,
         assert record["state"] in ("ended", "requeued"), json.dumps(record, indent=1)
         if pattern in ("plain", "doubled epilogue"):
             assert (code, status, record["state"], record["exit_status"]) == (0, 0, "ended", 0), record
-        else:  # cut short: it either started in time or was torn down and requeued, with a reason
-            assert code in (0, 2), record
-            assert code == 0 or record.get("reason"), record
+        else:  # cut short: it started before the cancel came, or stopped starting, with a reason
+            assert code in (0, 1), record
+            assert code == 0 or "while its VMs were starting" in record.get("reason", ""), record

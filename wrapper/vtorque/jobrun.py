@@ -75,10 +75,19 @@ def remote_command(workdir, env, args, vm_prologue=None, vm_epilogue=None):
     return "\n".join(steps)
 
 
+CANCELLED_FLAG = "cancelled"
+
+
 def cancel(job, config):
-    """epilogue.precancel (as the job owner): end the job's SSH session now, so the job ends
+    """epilogue.precancel (as the job owner): tell a prologue still starting the VMs to stop
+    (a flag in the owner's own spool dir), and end the job's SSH session now, so the job ends
     promptly; root's epilogue then tears the VMs down."""
     spool = os.path.join(config.spool_dir, job.job_id)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+        os.close(os.open(os.path.join(spool, CANCELLED_FLAG), flags, 0o644))
+    except OSError:
+        pass  # no spool dir: nothing is starting
     try:
         with open(os.path.join(spool, PID_FILE), encoding="ascii") as handle:
             pid = int(handle.read().strip())

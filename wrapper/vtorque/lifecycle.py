@@ -33,6 +33,10 @@ class InfrastructureError(VTorqueError):
     """libvirt, a node or a guest failed: not the user's fault, the job should run elsewhere."""
 
 
+class JobCancelled(VTorqueError):
+    """qdel (epilogue.precancel) or the job's epilogue came while its VMs were starting."""
+
+
 def owner_of(user):
     entry = pwd.getpwnam(user)
     return Owner(entry.pw_name, entry.pw_uid, entry.pw_gid, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_dir)
@@ -65,6 +69,7 @@ def start(job, config):
         update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
         return ABORT
     update_record(config.state_dir, job.job_id, state="starting", owner=owner.name, nodes=list(plan.nodes))
+    cancelled = _cancellation(config, job.job_id, spool)
     try:
         variables = _prepare(plan, config, extra, request.metadata)
         result = run_playbook(
@@ -75,15 +80,24 @@ def start(job, config):
             runner_config=config.runner,
             timeout=max(1, int(deadline - time.monotonic())),
             local_nodes=config.runner.local_nodes,
+            cancelled=cancelled,
         )
+        if cancelled():
+            raise JobCancelled()
         if not result.ok:
             raise InfrastructureError(
                 f"starting the VMs failed ({result.status}): " + "; ".join(result.failures)
             )
         started = time.monotonic()
-        _wait_for_ssh(plan, deadline, config.runner.local_nodes)
+        _wait_for_ssh(plan, deadline, config.runner.local_nodes, cancelled)
         vms = _publish(plan)
     except (VTorqueError, OSError, subprocess.SubprocessError) as err:
+        if isinstance(err, JobCancelled) or cancelled():  # e.g. its epilogue removed the runner dir
+            reason = "the job was deleted (or ended) while its VMs were starting"
+            tell(f"{reason}: tearing down, not requeueing")
+            _teardown(job.job_id, plan.nodes, config)
+            update_record(config.state_dir, job.job_id, state="cancelled", reason=reason)
+            return ABORT  # a deleted job: nothing to requeue, and the node is fine
         reason = _message(err)
         tell(f"VM start failed on {socket.gethostname()}; tearing down and requeueing: {reason}")
         for vm in plan.vms:
@@ -279,7 +293,7 @@ def _host_key(job_dir, name):
         os.unlink(path + ".pub")
 
 
-def _wait_for_ssh(plan, deadline, local_nodes=()):
+def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
     """Every guest accepts the owner's per-job key and shows its pinned host key. A guest of
     this node that stops running (crash, a concurrent teardown) fails at once, not at the deadline."""
     from vtorque.runner import local_names
@@ -290,6 +304,8 @@ def _wait_for_ssh(plan, deadline, local_nodes=()):
     def wait(vm):
         last = None
         while time.monotonic() < deadline:
+            if cancelled():
+                raise JobCancelled()
             last = ssh_probe(plan, vm)
             if last.returncode == 0:
                 return
@@ -308,6 +324,25 @@ def _wait_for_ssh(plan, deadline, local_nodes=()):
     finally:
         if conn is not None:
             conn.close()
+
+
+def _cancellation(config, job_id, spool):
+    """A check for "stop starting": the owner's qdel left the precancel flag in their spool dir
+    (its existence is all that is read), or the job's epilogue has already run."""
+    from vtorque.jobrecord import load_record
+    from vtorque.jobrun import CANCELLED_FLAG
+
+    flag = os.path.join(spool, CANCELLED_FLAG)
+    if os.path.lexists(flag):
+        os.unlink(flag)  # left by an earlier attempt of this job id; unlink follows no link
+
+    def cancelled():
+        if os.path.lexists(flag):
+            return True
+        record = load_record(config.state_dir, job_id) or {}
+        return record.get("state") in ("ended", "teardown failed")
+
+    return cancelled
 
 
 def _libvirt_connection(uri):

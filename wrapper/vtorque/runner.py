@@ -49,8 +49,11 @@ def inventory(nodes, local=None):
     return {"all": {"hosts": hosts}}
 
 
-def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, local_nodes=None):
-    """Run `job_<phase>.yml` over `nodes` with `variables`; RunResult with the failed tasks' messages."""
+def run_playbook(
+    phase, nodes, variables, *, work_dir, runner_config, timeout, local_nodes=None, cancelled=None
+):
+    """Run `job_<phase>.yml` over `nodes` with `variables`; RunResult with the failed tasks'
+    messages. `cancelled()`, polled while it runs, stops the run when it answers True."""
     import ansible_runner
 
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
@@ -78,6 +81,7 @@ def run_playbook(phase, nodes, variables, *, work_dir, runner_config, timeout, l
             envvars=envvars,
             quiet=True,
             timeout=timeout,
+            cancel_callback=cancelled,
         )
         failures = tuple(_failure(event) for event in run.events if event.get("event") in FAILED_EVENTS)
         status, rc = run.status, run.rc
