@@ -45,28 +45,6 @@ SSH_OPTIONS = [
 
 
 # --- helpers -------------------------------------------------------------------------------
-def unique_job_ids(mom):
-    """Job ids <random base + n>.<host> instead of the local queue's 1, 2, ...: other test
-    modules running on this machine at the same time then never share a domain name."""
-    base = random.randrange(10_000, 99_000, 100)  # noqa: S311 - a job number, not a secret
-    shim = Path(mom.pbs_home) / "bin" / "qsub"
-    shim.write_text(
-        f"#!{sys.executable}\n"
-        "import json, os, socket, sys\n"
-        f"queue = {mom.queue!r}\n"
-        f"number = {base} + len([n for n in os.listdir(queue) if n.endswith('.json')]) + 1\n"
-        "job_id = f\"{number}.{socket.gethostname().split('.')[0]}\"\n"
-        "with open(sys.argv[-1], encoding='utf-8', errors='surrogateescape') as script:\n"
-        "    content = script.read()\n"
-        "with open(os.path.join(queue, f'{number}.json'), 'w', encoding='utf-8') as handle:\n"
-        "    record = {'job_id': job_id, 'argv': sys.argv[1:], 'cwd': os.getcwd(), 'script': content}\n"
-        "    json.dump(record, handle)\n"
-        "print(job_id)\n"
-    )
-    shim.chmod(0o755)
-    return mom
-
-
 class WorkDir:
     """A work directory of `user` (its own, not the shared ~/work other modules remove)."""
 
@@ -242,11 +220,6 @@ def no_markers():
 
 
 @pytest.fixture
-def vmom(site, mom):
-    return unique_job_ids(mom)
-
-
-@pytest.fixture
 def workdirs():
     made = []
 
@@ -275,11 +248,10 @@ def other_user():
 
 
 # --- 1. hostile values in every field the user controls ------------------------------------
-def test_hostile_names_and_values_stay_inside_their_field(no_markers, vmom, site, workdirs, libvirt_conn):
+def test_hostile_names_and_values_stay_inside_their_field(no_markers, mom, site, workdirs, libvirt_conn):
     """Job name, script name, work dir, vm_prologue/vm_epilogue and metadata file names and a
     cloud-config full of XML/YAML/shell: the job runs, every value arrives verbatim, the domain
     XML has nothing injected, and no injected command ran anywhere."""
-    mom = vmom
     work = workdirs(file_name("wd"))
     content = hostile("wf")
     argv_value = hostile("argv")
@@ -346,10 +318,9 @@ JINJA_DIR = JINJA.replace("'touch /tmp/", "'touch ' ~ '%ctmp%c").replace(
 )
 
 
-def test_jinja_in_user_values_is_never_evaluated(no_markers, vmom, site, workdirs, libvirt_conn):
+def test_jinja_in_user_values_is_never_evaluated(no_markers, mom, site, workdirs, libvirt_conn):
     """Jinja in the metadata cloud-config, the job name, the script name, vm_prologue's name and
     the work dir's name: nothing is evaluated, on the host, in the seed or for the guest."""
-    mom = vmom
     work = workdirs("plain")
     meta = {
         "write_files": [{"path": "/tmp/vt-jinja", "content": JINJA.replace("TAG", "write_files")}],
@@ -391,10 +362,9 @@ def test_jinja_in_user_values_is_never_evaluated(no_markers, vmom, site, workdir
     assert offlined(mom) == [], "a user's value took the node offline"
 
 
-def test_refused_values_name_their_field_and_leave_nothing(no_markers, vmom, site, workdirs, libvirt_conn):
+def test_refused_values_name_their_field_and_leave_nothing(no_markers, mom, site, workdirs, libvirt_conn):
     """What vsub or the prologue must refuse: the message names the field, nothing ran, no
     VM was defined, and root never read a file the owner does not own."""
-    mom = vmom
     work = workdirs()
     work.write("job.sh", "#!/bin/sh\necho never\n", 0o755)
     work.write("pro.sh", "#!/bin/sh\n", 0o755)
@@ -485,10 +455,7 @@ class Pair:
     def __init__(self, image, conn):
         self.began = time.time()
         self.conn, self.site = conn, Site(image)
-        self.mom = unique_job_ids(PbsMom(str(self.site.config)))
-        calls = Path(self.mom.queue) / "calls.log"  # qrls of both users appends to it
-        calls.touch()
-        calls.chmod(0o666)
+        self.mom = PbsMom(str(self.site.config))
         self.work, self.jobs, self.children, self.first_lines = {}, {}, {}, {}
         self.ended, self.keys = False, []
 
@@ -673,7 +640,7 @@ def qdel_during_start(tiny_image, libvirt_conn):
     still starts the VM: one while the job_start playbook runs, one once the domain runs but
     does not answer SSH yet. A short prologue budget bounds a prologue that does not notice."""
     site = Site(tiny_image, timeouts={"prologue": 60, "shutdown": 5})
-    mom = unique_job_ids(PbsMom(str(site.config)))
+    mom = PbsMom(str(site.config))
     work = WorkDir(USER, "work")
     results = {}
 

@@ -170,6 +170,15 @@ def test_metadata_must_be_a_yaml_mapping(tmp_path):
         resolve("metadata=meta.yaml", cwd=str(tmp_path))
     (tmp_path / "meta.yaml").write_text("packages: [htop]\n")
     assert resolve("metadata=meta.yaml", cwd=str(tmp_path)).metadata == str(tmp_path / "meta.yaml")
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + n)}: &{chr(98 + n)} [*{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}]\n"
+        for n in range(8)
+    )  # 64 KiB of these expand to gigabytes when the root prologue writes the seed
+    (tmp_path / "meta.yaml").write_text(laughs)
+    with pytest.raises(
+        RequestError, match=r"-vm metadata=meta.yaml: .*YAML aliases \(\*name\) are not accepted"
+    ):
+        resolve("metadata=meta.yaml", cwd=str(tmp_path))
 
 
 @given(

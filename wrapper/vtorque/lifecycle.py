@@ -440,13 +440,18 @@ def _user_metadata(request, owner):
         return None
     import yaml
 
-    from vtorque.request import MAX_METADATA_BYTES
+    from vtorque.request import MAX_METADATA_BYTES, parse_metadata
     from vtorque.trust import read_trusted
 
     text = read_trusted(
         request.metadata, owner_uid=owner.uid, max_bytes=MAX_METADATA_BYTES, what="metadata file"
     )
-    return yaml.safe_load(text)
+    try:  # checked by load_request already, but the owner may have changed the file since
+        return parse_metadata(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise RequestError(
+            f"unusable cloud-config file: {err}", key="metadata", value=request.metadata
+        ) from None
 
 
 def _check_allocation(job, request, config):

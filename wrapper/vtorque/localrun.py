@@ -15,6 +15,7 @@ epilogue, as root without a node file, and the site config names them local node
 import argparse
 import contextlib
 import grp
+import itertools
 import json
 import os
 import pwd
@@ -31,6 +32,7 @@ from pathlib import Path
 from vtorque.errors import VTorqueError
 
 DID_NOT_RUN = 125
+_MOM_NUMBERS = itertools.count()
 HOOKS = ("prologue", "prologue.parallel", "epilogue", "epilogue.parallel", "epilogue.precancel")
 QDEL_STATUS = 271  # 256 + SIGTERM, what Torque reports for a deleted running job
 ABORTED, REQUEUED = -2, -14
@@ -66,6 +68,12 @@ class PbsMom:
         os.makedirs(self.queue, mode=0o777)
         os.chmod(self.queue, 0o1777)  # noqa: S103 - the owner's qsub writes its record here
         self.sisters = tuple(sisters)
+        # Job ids, and so domain names, must not repeat between pbs_moms alive at once on this
+        # machine: this process's pid, then this mom's number in it, then the job's.
+        self.first_id = (os.getpid() * 100 + next(_MOM_NUMBERS) % 100) * 1000 + 1
+        calls = os.path.join(self.queue, "calls.log")  # every owner's qrls/qdel appends to it
+        os.close(os.open(calls, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.chmod(calls, 0o666)  # noqa: S103 - the harness's own record, written by job owners
         self.config = self._site_config(site_config_path)
         self.hook_env = hook_env or {}
         self._install_shims()
@@ -82,7 +90,7 @@ class PbsMom:
             shim = os.path.join(bin_dir, program)
             with open(shim, "w", encoding="utf-8") as handle:
                 run = (
-                    f"VTORQUE_LOCAL_QUEUE={self.queue} VTORQUE_LOCAL_FIRST_ID={os.getpid() * 100 + 1}"
+                    f"VTORQUE_LOCAL_QUEUE={self.queue} VTORQUE_LOCAL_FIRST_ID={self.first_id}"
                     f" exec {sys.executable} -m vtorque.localqueue"
                 )
                 handle.write(f'#!/bin/sh\n{run} {program} "$@"\n')

@@ -389,6 +389,19 @@ def _user_file(options, key, cwd, owner_uid, executable=False):
     return path
 
 
+def parse_metadata(text):
+    """The user's cloud-config mapping. Aliases are refused: 64 KiB of nested aliases expand to
+    gigabytes once the root prologue writes the seed (a "billion laughs")."""
+    import yaml
+
+    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+        raise ValueError("YAML aliases (*name) are not accepted; write the values out")
+    document = yaml.safe_load(text)
+    if not isinstance(document, dict):
+        raise ValueError("not a YAML mapping")
+    return document
+
+
 def _metadata_file(options, cwd, owner_uid):
     """User cloud-config for the guests: the user's own YAML mapping file, at most 64 KiB.
     Read through read_trusted, so root (re-validating) never reads a file the user does not own."""
@@ -402,8 +415,7 @@ def _metadata_file(options, cwd, owner_uid):
 
     try:
         text = read_trusted(path, owner_uid=owner_uid, max_bytes=MAX_METADATA_BYTES, what="metadata file")
-        if not isinstance(yaml.safe_load(text), dict):
-            raise ValueError("not a YAML mapping")
+        parse_metadata(text)
     except (VTorqueError, ValueError, yaml.YAMLError) as err:
         raise RequestError(
             f"unusable cloud-config file: {err}",
