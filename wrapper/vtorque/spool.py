@@ -23,10 +23,12 @@ def check_job_id(job_id):
     return job_id
 
 
-def create_staging(spool_dir):
+def create_staging(spool_dir, private=False):
+    """A private job directory (spool_private) is the owner's alone; otherwise root on the
+    nodes can read it even through a root-squashed NFS spool (and so can other users)."""
     try:
         path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=spool_dir)
-        os.chmod(path, 0o755)  # noqa: S103 - root and the job's nodes read it
+        os.chmod(path, 0o700 if private else 0o755)
     except OSError as err:
         raise SubmitError(f"cannot create a job directory in spool_dir {spool_dir}: {err.strerror}") from None
     return path
@@ -52,11 +54,11 @@ def publish(staging, spool_dir, job_id):
     return final
 
 
-def write_request(job_dir, document):
-    """request.json, readable by root even on a root-squashed NFS spool (mode 0644)."""
+def write_request(job_dir, document, private=False):
+    """request.json: 0600 in a private spool, else 0644 (root-squashed NFS spools)."""
     data = (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
     temp = os.path.join(job_dir, ".request.json.tmp")
-    write_new_file(temp, data, 0o644)
+    write_new_file(temp, data, 0o600 if private else 0o644)
     os.replace(temp, os.path.join(job_dir, "request.json"))
 
 
