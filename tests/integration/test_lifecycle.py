@@ -195,18 +195,21 @@ def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_le
     assert site.leftovers(libvirt_conn, job.job_id) == []
 
 
-def test_pinned_vcpus_and_a_data_disk_the_owner_writes_at_slash_data(site, mom, libvirt_conn):
+def test_pinned_vcpus_and_a_data_disk_on_a_ramdisk_the_owner_writes_at_slash_data(site, mom, libvirt_conn):
     site.write_job(
         "data.sh",
         "#!/bin/sh\ntouch /data/mine && ls -ln /data/mine | awk '{print $3}'\n"
         "awk '$2 == \"/data\" {print $3}' /proc/mounts\ndf -m /data | awk 'NR == 2 {print $2}'\n",
     )
-    job = mom.submit(USER, ["-vm", "vcpus=1,disk=64M,vcpu_pinning=true", "data.sh"], str(site.workdir))
+    vm = "vcpus=1,disk=64M,vcpu_pinning=true,fs_type=ramdisk"
+    job = mom.submit(USER, ["-vm", vm, "data.sh"], str(site.workdir))
     assert mom.prologue(job) == 0, json.dumps(site.record(job.job_id), indent=1)
     (domain,) = [
         d for d in libvirt_conn.listAllDomains() if d.name().startswith(naming.domain_prefix(job.job_id))
     ]
     xml, pinned = domain.XMLDesc(), domain.vcpuPinInfo(0)[0]
+    ram = Path(naming.job_dir(job.job_id, str(site.state))) / "ram"
+    mounts = Path("/proc/mounts").read_text().splitlines()
     child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = child.communicate(timeout=120)
     assert mom.epilogue(job, child.returncode) == 0
@@ -214,6 +217,9 @@ def test_pinned_vcpus_and_a_data_disk_the_owner_writes_at_slash_data(site, mom, 
     assert "<vcpupin vcpu='0' cpuset='1'/>" in xml  # host_reserve.cores 1 keeps core 0 for the host
     assert pinned == tuple(core == 1 for core in range(os.cpu_count()))
     assert xml.count("<disk type='file' device='disk'>") == 3  # overlay, data disk, seed
+    assert f"vtorque-ramdisk {ram} tmpfs rw" in "\n".join(mounts)  # fs_type=ramdisk: the disks live in RAM
+    assert f"<source file='{ram}/{domain.name()}.qcow2'" in xml and f"{ram}/{domain.name()}-data.qcow2" in xml
+    assert str(ram) not in Path("/proc/mounts").read_text()  # unmounted with the job
     owner, fstype, size = out.decode().split()
     assert (child.returncode, owner, fstype) == (0, "4500", "ext4"), (out, err)
     assert 50 <= int(size) <= 64

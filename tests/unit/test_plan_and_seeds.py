@@ -261,3 +261,21 @@ def test_pinning_and_a_data_disk_are_planned_per_vm_and_seeded_as_the_owners_dat
     shared = BRIDGE + "policy: {exclusive_node_alloc: false}"
     with pytest.raises(PlanError, match=r"vcpu_pinning .* \(policy.exclusive_node_alloc: false"):
         plan_for(text="vcpu_pinning=true", config_text=shared)
+
+
+def test_a_ramdisk_job_keeps_its_disks_in_the_job_tmpfs_and_sizes_it_for_them(tmp_path):
+    from vtorque.lifecycle import RAMDISK_SLACK_MIB, _ramdisk
+
+    plan, config = plan_for(text="vms_per_node=2,disk=1G,fs_type=ramdisk")
+    ram = plan.job_dir + "/ram"
+    assert plan.ramdisk == ram
+    assert [vm.overlay.startswith(ram + "/") and vm.data_disk.startswith(ram + "/") for vm in plan.vms] == [
+        True
+    ] * 2
+    assert not plan.rank0.seed.startswith(ram)  # only what the guest writes goes to RAM
+    image = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "3G"], check=True)
+    plan = dataclasses.replace(plan, image={**plan.image, "path": str(image)})
+    assert _ramdisk(plan, config) == {"path": ram, "size_mib": 2 * (3072 + 1024 + RAMDISK_SLACK_MIB)}
+    shared, _ = plan_for(text="disk=1G")
+    assert shared.ramdisk is None and "/ram/" not in shared.rank0.overlay

@@ -146,6 +146,14 @@ def detect_format(path):
         return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
 
 
+def virtual_size_mib(path):
+    """The guest-visible size of an image (qcow2 header, or a raw file's length), in MiB."""
+    with open(path, "rb") as handle:
+        header = handle.read(32)
+    size = int.from_bytes(header[24:32], "big") if header[:4] == QCOW2_MAGIC else os.path.getsize(path)
+    return -(-size // (1 << 20))
+
+
 def qcow2_external_references(header):
     """What a qcow2 header makes QEMU open besides the image itself: a backing file and/or an
     external data file. Both are host paths chosen by whoever wrote the image, so a user image

@@ -127,6 +127,9 @@ def stop(job, config):
     """The mother superior's epilogue: every VM and file of the job goes, on every node."""
     began = time.monotonic()
     nodes = tuple(host for host, _ in job.nodes) or (socket.gethostname(),)
+    # Said first: a prologue still starting this job's VMs then stops instead of taking the
+    # teardown under it (a vanished guest) for an infrastructure failure.
+    update_record(config.state_dir, job.job_id, state="stopping")
     result = _teardown(job.job_id, nodes, config)
     state = "ended" if result.ok else "teardown failed"
     changes = {
@@ -239,10 +242,26 @@ def _prepare(plan, config, extra=None, extra_source=""):
                 if kind in ("9p", "virtiofs")
             ],
             "wait_timeout": config.timeouts.boot,
+            "ramdisk": _ramdisk(plan, config),
             "vms": vms,
             "seeds": seeds,
         }
     }
+
+
+RAMDISK_SLACK_MIB = 64  # per VM: qcow2 metadata on top of the guest-visible sizes
+
+
+def _ramdisk(plan, config):
+    """fs_type=ramdisk: the job's tmpfs (per node) and its size, enough for every VM of the node
+    to fill its overlay and data disk; tmpfs takes memory only for what is written."""
+    if not plan.ramdisk:
+        return None
+    from vtorque.catalog import virtual_size_mib
+
+    per_vm = virtual_size_mib(plan.image["path"]) + (plan.rank0.data_disk_mib or 0) + RAMDISK_SLACK_MIB
+    vms_per_node = len(plan.vms) // len(plan.nodes)
+    return {"path": plan.ramdisk, "size_mib": per_vm * vms_per_node}
 
 
 def _nic(plan, vm):
@@ -328,7 +347,7 @@ def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
 
 def _cancellation(config, job_id, spool):
     """A check for "stop starting": the owner's qdel left the precancel flag in their spool dir
-    (its existence is all that is read), or the job's epilogue has already run."""
+    (its existence is all that is read), or the job's epilogue has begun."""
     from vtorque.jobrecord import load_record
     from vtorque.jobrun import CANCELLED_FLAG
 
@@ -340,7 +359,7 @@ def _cancellation(config, job_id, spool):
         if os.path.lexists(flag):
             return True
         record = load_record(config.state_dir, job_id) or {}
-        return record.get("state") in ("ended", "teardown failed")
+        return record.get("state") in ("stopping", "ended", "teardown failed")
 
     return cancelled
 

@@ -71,6 +71,7 @@ class JobPlan:
     uri: str
     virt_type: str
     mounts: tuple  # (tag, path on host = path in guest, mount source, type)
+    ramdisk: str | None  # fs_type=ramdisk: the tmpfs in the job dir that holds the VMs' disks
 
     @property
     def rank0(self):
@@ -124,7 +125,14 @@ def make_plan(job, request, config, owner):
         uri=config.libvirt.uri,
         virt_type=config.libvirt.virt_type,
         mounts=_mounts(config, owner, workdir),
+        ramdisk=_ramdisk(job.job_id, request, config),
     )
+
+
+def _ramdisk(job_id, request, config):
+    if request.fs_type != "ramdisk":
+        return None
+    return os.path.join(naming.job_dir(job_id, config.state_dir), naming.RAM_DIR)
 
 
 def _node_addresses(network, node, count):
@@ -167,13 +175,20 @@ def _vm(job_id, node, index, rank, request, config, addresses):
         dns=tuple(dns),
         ssh_host=ssh_host,
         ssh_port=ssh_port,
-        overlay=identity.overlay_path,
+        overlay=_on_ramdisk(identity.overlay_path, request),
         seed=identity.seed_path,
         serial_log=identity.serial_log_path,
-        data_disk=identity.data_disk_path if request.disk_mib else None,
+        data_disk=_on_ramdisk(identity.data_disk_path, request) if request.disk_mib else None,
         data_disk_mib=request.disk_mib,
         cpu_pinning=_pinning(index, request.vcpus, config.host_reserve.cores) if request.vcpu_pinning else (),
     )
+
+
+def _on_ramdisk(path, request):
+    """fs_type=ramdisk: the VM's disks (what the guest writes) live in the job's tmpfs."""
+    if request.fs_type != "ramdisk":
+        return path
+    return os.path.join(os.path.dirname(path), naming.RAM_DIR, os.path.basename(path))
 
 
 def _pinning(index, vcpus, reserved):

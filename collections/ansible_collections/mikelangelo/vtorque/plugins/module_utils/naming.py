@@ -85,6 +85,9 @@ def job_dir(job_id: str, state_dir: str = DEFAULT_STATE_DIR) -> str:
     return os.path.join(state_dir, "jobs", sanitise_job_id(job_id))
 
 
+RAM_DIR = "ram"  # inside a job dir: the tmpfs of `-vm fs_type=ramdisk` jobs, holding their disks
+
+
 @dataclass(frozen=True)
 class VMIdentity:
     """Names, ids and file paths of one VM of a job on a node."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor
@@ -49,6 +50,17 @@ def _gone_is_fine(function, path, exc_info):
         raise exc_info[1]
 
 
+def _unmount_ramdisk(job_path: str) -> None:
+    """A fs_type=ramdisk job's tmpfs goes before its directory (rmtree stops at a mount point);
+    a racing sweep of the same job may unmount it first."""
+    ram = os.path.join(job_path, naming.RAM_DIR)
+    if not os.path.ismount(ram):
+        return
+    done = subprocess.run(["umount", ram], capture_output=True, text=True, check=False)
+    if done.returncode != 0 and os.path.ismount(ram):
+        raise Refused(f"cannot unmount the job's RAM disk {ram}: {done.stderr.strip()}", target=ram)
+
+
 def sweep(params: dict, check_mode: bool) -> dict:
     job_id, live_jobs = params.get("job_id"), params.get("live_jobs")
     state_dir = params["state_dir"]
@@ -65,5 +77,6 @@ def sweep(params: dict, check_mode: bool) -> dict:
     directories = _job_dirs(state_dir, job_id, live_jobs)
     if not check_mode:
         for path in directories:
+            _unmount_ramdisk(path)
             shutil.rmtree(path, onerror=_gone_is_fine)
     return dict(changed=bool(names or directories), domains=names, directories=directories)
