@@ -1,5 +1,8 @@
 """vm_info (read-only) and vm_sweep (idempotent removal by job tag) on test:///default."""
 
+import os
+import subprocess
+
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from module_calls import TEST_URI, domain_args, run_module
 
@@ -127,3 +130,18 @@ def test_another_jobs_domain_vanishing_while_the_job_is_listed_is_skipped(test_c
 
     tagged = inventory._tagged_domains(Racing())
     assert [dom.name() for dom, _ in tagged if dom.name() in (mine, other)] == [mine]
+
+
+def test_sweep_unmounts_a_ramdisk_jobs_tmpfs_before_removing_its_directory(tmp_path, job):
+    """fs_type=ramdisk: the disks live in a tmpfs at <job dir>/ram; rmtree alone would stop at
+    the mount point and leave the job's memory taken."""
+    ram = tmp_path / "jobs" / naming.sanitise_job_id(job["id"]) / naming.RAM_DIR
+    ram.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "vtorque-ramdisk", str(ram)], check=True)
+    try:
+        (ram / "vm.qcow2").write_bytes(b"overlay")
+        result = run_module("vm_sweep", {"uri": TEST_URI, "job_id": job["id"], "state_dir": str(tmp_path)})
+        assert result["changed"] and not os.path.ismount(ram) and not ram.parent.exists()
+    finally:
+        if os.path.ismount(ram):
+            subprocess.run(["umount", str(ram)], check=False)
