@@ -57,6 +57,9 @@ def test_oversized_and_malformed_files_are_refused(submitted):
     path.write_text("{" * 10)
     with pytest.raises(RequestError, match="not valid JSON"):
         load_request(str(path), USER, config(site))
+    path.write_text("[" * 200_000)  # within the size limit, but deeper than the decoder's stack
+    with pytest.raises(RequestError, match="not valid JSON: nested too deeply"):
+        load_request(str(path), USER, config(site))
     path.write_text(" " * (300 * 1024))
     with pytest.raises(UntrustedFileError, match="the limit is"):
         load_request(str(path), USER, config(site))

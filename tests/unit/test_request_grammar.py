@@ -179,6 +179,15 @@ def test_metadata_must_be_a_yaml_mapping(tmp_path):
         RequestError, match=r"-vm metadata=meta.yaml: .*YAML aliases \(\*name\) are not accepted"
     ):
         resolve("metadata=meta.yaml", cwd=str(tmp_path))
+    def block(levels):  # a mapping nested `levels` deep, ending in a scalar
+        return "".join(" " * n + "k:\n" for n in range(levels - 1)) + " " * (levels - 1) + "k: 1\n"
+
+    for deep in ("a: " + "[" * 30000, block(33)):  # the first would blow PyYAML's recursive composer
+        (tmp_path / "meta.yaml").write_text(deep)
+        with pytest.raises(RequestError, match=r"-vm metadata=meta.yaml: .*nested deeper than 32 levels"):
+            resolve("metadata=meta.yaml", cwd=str(tmp_path))
+    (tmp_path / "meta.yaml").write_text(block(32))
+    assert resolve("metadata=meta.yaml", cwd=str(tmp_path)).metadata == str(tmp_path / "meta.yaml")
 
 
 @given(

@@ -25,6 +25,7 @@ from vtorque.values import BOOL_ACCEPTED, SIZE_ACCEPTED, parse_bool, parse_count
 REQUEST_VERSION = 1
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32  # cloud-config nests a few levels; PyYAML's composer recurses per level
 USER_IMAGE_SUFFIXES = (".qcow2", ".img", ".raw")
 
 KEYS = (
@@ -390,12 +391,22 @@ def _user_file(options, key, cwd, owner_uid, executable=False):
 
 
 def parse_metadata(text):
-    """The user's cloud-config mapping. Aliases are refused: 64 KiB of nested aliases expand to
-    gigabytes once the root prologue writes the seed (a "billion laughs")."""
+    """The user's cloud-config mapping. Checked on the parser's events (a flat loop) before
+    anything recursive sees it: aliases are refused, as 64 KiB of nested aliases expand to
+    gigabytes once the root prologue writes the seed (a "billion laughs"); so is nesting deeper
+    than MAX_METADATA_DEPTH, which would blow the composer's (and the seed writer's) stack."""
     import yaml
 
-    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-        raise ValueError("YAML aliases (*name) are not accepted; write the values out")
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError("YAML aliases (*name) are not accepted; write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_METADATA_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
     document = yaml.safe_load(text)
     if not isinstance(document, dict):
         raise ValueError("not a YAML mapping")
@@ -452,6 +463,8 @@ def load_request(path, owner_uid, config):
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RequestError(f"not valid JSON: {err}", source=source) from None
+    except RecursionError:  # the C decoder recurses per level; a user's "[[[[..." ends here
+        raise RequestError("not valid JSON: nested too deeply", source=source) from None
     if not isinstance(document, dict) or document.get("version") != REQUEST_VERSION:
         raise RequestError(f"expected a JSON object with version {REQUEST_VERSION}", source=source)
     options = document.get("options")
