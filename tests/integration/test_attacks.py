@@ -595,17 +595,12 @@ def test_the_other_user_cannot_read_the_first_users_vm_files_or_script(pair):
     assert readable == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known exposure, by design today (docs/security.md): known_hosts, vms.json (0644 in the"
-    " 0711 job dir) and the spool request.json (0644: the qsub argv, -v values included) are"
-    " readable by every local user",
-)
 def test_the_other_user_cannot_read_the_first_users_job_files(pair):
     theirs = pair.jobs[USER]
     readable = []
     for path in (
         job_dir(pair.site, theirs) / "known_hosts",
+        job_dir(pair.site, theirs) / "owner_known_hosts",
         job_dir(pair.site, theirs) / "vms.json",
         pair.site.spool / theirs.job_id / "request.json",
     ):

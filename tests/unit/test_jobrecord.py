@@ -1,12 +1,19 @@
 """Root writes failure reasons into the user's spool directory without trusting it."""
 
 import os
+import pwd
 
 import pytest
 from vtorque.jobrecord import USER_LOG, append_user_log, load_record, update_record
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writing as root for another owner needs root")
-OWNER = 4321
+OWNER = pwd.getpwnam("nobody").pw_uid  # root writes the log as the owner: a real user
+OTHER = pwd.getpwnam("daemon").pw_uid
+
+
+@pytest.fixture
+def tmp_path(shared_tmp):
+    return shared_tmp
 
 
 @pytest.fixture
@@ -18,8 +25,8 @@ def spool(tmp_path):
 
 
 def test_the_log_is_appended_and_belongs_to_the_owner(spool):
-    assert append_user_log(str(spool), OWNER, "first")
-    assert append_user_log(str(spool), OWNER, "second")
+    assert append_user_log(str(spool), owner_uid=OWNER, message="first")
+    assert append_user_log(str(spool), owner_uid=OWNER, message="second")
     lines = (spool / USER_LOG).read_text().splitlines()
     assert [line.split(" vtorque: ")[1] for line in lines] == ["first", "second"]
     assert (spool / USER_LOG).stat().st_uid == OWNER
@@ -29,22 +36,22 @@ def test_a_planted_symlink_or_hard_link_is_never_written_through(spool, tmp_path
     victim = tmp_path / "shadow"
     victim.write_text("root:secret\n")
     (spool / USER_LOG).symlink_to(victim)
-    assert append_user_log(str(spool), OWNER, "reason")
+    assert append_user_log(str(spool), owner_uid=OWNER, message="reason")
     assert victim.read_text() == "root:secret\n" and not (spool / USER_LOG).is_symlink()
     (spool / USER_LOG).unlink()
     os.link(victim, spool / USER_LOG)
-    assert append_user_log(str(spool), OWNER, "reason")
+    assert append_user_log(str(spool), owner_uid=OWNER, message="reason")
     assert victim.read_text() == "root:secret\n" and victim.stat().st_nlink == 1
     assert "secret" not in (spool / USER_LOG).read_text()  # nothing copied out of the victim
 
 
 def test_a_directory_of_another_owner_or_a_linked_directory_gets_nothing(spool, tmp_path):
-    assert not append_user_log(str(spool), OWNER + 1, "reason")
+    assert not append_user_log(str(spool), owner_uid=OTHER, message="reason")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.chown(elsewhere, OWNER, OWNER)
     (tmp_path / "linked").symlink_to(elsewhere)
-    assert not append_user_log(str(tmp_path / "linked"), OWNER, "reason")
+    assert not append_user_log(str(tmp_path / "linked"), owner_uid=OWNER, message="reason")
     assert not (spool / USER_LOG).exists() and not (elsewhere / USER_LOG).exists()
 
 

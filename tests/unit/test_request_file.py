@@ -2,6 +2,7 @@
 
 import json
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -14,17 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from fakesite import make_site  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-USER = 4321
+USER = pwd.getpwnam("nobody").pw_uid  # root reads the request as its owner: a real user
 
 
 @pytest.fixture
-def submitted(tmp_path):
-    """A site and the request.json of a job really submitted through vsub."""
-    site = make_site(tmp_path)
+def submitted(shared_tmp):
+    """A site and the request.json of a job really submitted through vsub, handed to USER."""
+    site = make_site(shared_tmp)
     (site.root / "job.sh").write_text("#!/bin/sh\necho hi\n")
     done = site.run("vsub", "-vm", "vcpus=3,ram=2G", "job.sh")
     assert done.returncode == 0, done.stderr
     path = site.spool / "1.fakeserver" / "request.json"
+    os.chown(path.parent, USER, USER)
     os.chown(path, USER, USER)
     return site, path
 
@@ -41,8 +43,13 @@ def test_a_submitted_request_loads_and_revalidates(submitted):
 
 def test_wrong_owner_link_and_writable_file_are_refused(submitted):
     site, path = submitted
-    with pytest.raises(UntrustedFileError, match="owned by uid 4321, expected uid 1000"):
-        load_request(str(path), 1000, config(site))
+    other = pwd.getpwnam("daemon").pw_uid
+    with pytest.raises(UntrustedFileError, match="Permission denied"):  # read as `other`: 0700 dir
+        load_request(str(path), other, config(site))
+    path.parent.chmod(0o755)
+    path.chmod(0o644)
+    with pytest.raises(UntrustedFileError, match=f"owned by uid {USER}, expected uid {other}"):
+        load_request(str(path), other, config(site))
     link = path.with_name("link.json")
     link.symlink_to(path)
     with pytest.raises(UntrustedFileError, match="symbolic link"):
@@ -87,7 +94,7 @@ def test_values_are_checked_against_the_policy_of_now(submitted):
         ({"ram": "1G,vcpus=1"}, "commas are not allowed"),
         ({"evil": "1"}, "unknown key"),
         ({"vrdma": "true"}, "policy.vrdma: false"),
-        ({"metadata": "/etc/hostname"}, "owned by uid 0, expected uid 4321"),
+        ({"metadata": "/etc/hostname"}, f"owned by uid 0, expected uid {USER}"),
         ({"vm_prologue": "/bin/sh"}, "vm_prologue"),
     ],
 )

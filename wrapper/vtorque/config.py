@@ -230,10 +230,6 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class SiteConfig:
     spool_dir: str = _opt("/var/spool/vtorque", _abs_path)
-    # True: job directories 0700 and request.json 0600, read only by their owner and by a root
-    # that is not squashed. False: 0755/0644, so root on the nodes reads them through an NFS
-    # spool exported with root_squash (other users can read them too).
-    spool_private: bool = False
     state_dir: str = _opt("/var/lib/vtorque", _abs_path)
     images: str = _opt("/etc/vtorque/images.yml", _abs_path)
     domain_template: str | None = _opt(None, _abs_path)
@@ -253,7 +249,6 @@ class SiteConfig:
 
 USER_VISIBLE = (
     "spool_dir",
-    "spool_private",
     "images",
     "defaults",
     "limits",

@@ -15,6 +15,9 @@ import time
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 
+from vtorque.errors import VTorqueError
+from vtorque.owner_side import owner_side
+
 USER_LOG = "vtorque.log"
 
 
@@ -66,12 +69,16 @@ def report(message, *, state_dir, job_id, spool_job_dir=None, owner_uid=None, pr
     syslog.syslog(priority, f"job {job_id}: {message}")
     update_record(state_dir, job_id, event=message)
     if spool_job_dir and owner_uid is not None:
-        append_user_log(spool_job_dir, owner_uid, message)
+        try:
+            append_user_log(spool_job_dir, message, owner_uid=owner_uid)
+        except VTorqueError:
+            pass  # the owner is gone: syslog and the record have it
 
 
-def append_user_log(job_dir, owner_uid, message):
-    """Append a line to `<spool job dir>/vtorque.log` as root without trusting the user's dir:
-    the directory must be the owner's and no link; the log is unlinked and created anew
+@owner_side
+def append_user_log(job_dir, message, *, owner_uid):
+    """Append a line to `<spool job dir>/vtorque.log`, as the owner (owner_side), still without
+    trusting the dir: it must be the owner's and no link; the log is unlinked and created anew
     (O_EXCL), so a link or hard link planted there is never written through."""
     try:
         dir_fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)

@@ -44,9 +44,10 @@ def main(argv, prog="vtorque job-run"):
     env = {key: value for key, value in os.environ.items() if key.startswith("PBS_")}
     env["PBS_NODEFILE"] = vm_nodefile_path(job_id)
     remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
-    from vtorque.lifecycle import ssh_command
+    from vtorque.lifecycle import OWNER_KNOWN_HOSTS, ssh_command
 
-    command = [*ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"]), remote]
+    ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)
+    command = [*ssh, remote]
     with open(os.path.join(spool, "job.sh"), "rb") as script:
         child = subprocess.Popen(command, stdin=script)  # noqa: S603 - argv list
     _write_pid(spool)

@@ -10,7 +10,6 @@ import grp
 import json
 import os
 import pwd
-import shutil
 import socket
 import subprocess
 import time
@@ -20,6 +19,7 @@ from xml.sax.saxutils import quoteattr
 from vtorque.catalog import verify_image_files
 from vtorque.errors import RequestError, UntrustedFileError, VTorqueError
 from vtorque.jobrecord import report, update_record
+from vtorque.owner_side import owner_side
 from vtorque.plan import Owner, make_plan
 from vtorque.request import load_request
 from vtorque.runner import run_playbook
@@ -27,6 +27,7 @@ from vtorque.seeds import JobKeys, merge_metadata, seed_for
 
 ABORT, REQUEUE = 1, 2
 TEARDOWN_RESERVE = 20  # seconds kept for tearing down after a failed start
+FLAG_POLL_SECONDS = 1.0  # how often a starting prologue looks for the owner's precancel flag
 
 
 class InfrastructureError(VTorqueError):
@@ -69,7 +70,7 @@ def start(job, config):
         update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
         return ABORT
     update_record(config.state_dir, job.job_id, state="starting", owner=owner.name, nodes=list(plan.nodes))
-    cancelled = _cancellation(config, job.job_id, spool)
+    cancelled = _cancellation(config, job.job_id, spool, owner.uid)
     try:
         variables = _prepare(plan, config, extra, request.metadata)
         result = run_playbook(
@@ -142,8 +143,17 @@ def stop(job, config):
         report(f"teardown failed: {changes['reason']}", state_dir=config.state_dir, job_id=job.job_id)
     update_record(config.state_dir, job.job_id, **changes)
     if result.ok and job.exit_status is not None and job.exit_status >= 0:
-        shutil.rmtree(spool_job_dir(config, job.job_id), ignore_errors=True)  # symlink-safe on Linux
+        _remove_spool_dir(config, job)
     return 0
+
+
+def _remove_spool_dir(config, job):
+    from vtorque.spool import remove_as_owner
+
+    try:
+        remove_as_owner(spool_job_dir(config, job.job_id), owner_uid=owner_of(job.user).uid)
+    except (KeyError, VTorqueError) as err:
+        report(f"the spool dir stays: {_message(err)}", state_dir=config.state_dir, job_id=job.job_id)
 
 
 def stop_on_sister(job, config):
@@ -225,7 +235,8 @@ def _prepare(plan, config, extra=None, extra_source=""):
                 "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(core)} for vcpu, core in vm.cpu_pinning],
             }
         )
-    _write(os.path.join(plan.job_dir, "known_hosts"), "".join(known_hosts), 0o644)
+    for name, owner in ((ROOT_KNOWN_HOSTS, None), (OWNER_KNOWN_HOSTS, plan.owner)):
+        _write(os.path.join(plan.job_dir, name), "".join(known_hosts), 0o600, owner)
     image = plan.image
     boot = {"kernel": image["kernel"], "initrd": image["initrd"], "cmdline": image["cmdline"] or ""}
     return {
@@ -345,23 +356,42 @@ def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
             conn.close()
 
 
-def _cancellation(config, job_id, spool):
+def _cancellation(config, job_id, spool, owner_uid):
     """A check for "stop starting": the owner's qdel left the precancel flag in their spool dir
-    (its existence is all that is read), or the job's epilogue has begun."""
+    (its existence is all that is read, as the owner), or the job's epilogue has begun."""
     from vtorque.jobrecord import load_record
     from vtorque.jobrun import CANCELLED_FLAG
 
     flag = os.path.join(spool, CANCELLED_FLAG)
-    if os.path.lexists(flag):
-        os.unlink(flag)  # left by an earlier attempt of this job id; unlink follows no link
+    _flag_raised(flag, clear=True, owner_uid=owner_uid)  # left by an earlier attempt of this job id
+    seen = {"flag": False, "at": 0.0}
 
     def cancelled():
-        if os.path.lexists(flag):
+        now = time.monotonic()
+        if not seen["flag"] and now - seen["at"] >= FLAG_POLL_SECONDS:  # a fork per look: not every call
+            seen["at"] = now
+            try:
+                seen["flag"] = _flag_raised(flag, owner_uid=owner_uid)
+            except VTorqueError:
+                pass
+        if seen["flag"]:
             return True
         record = load_record(config.state_dir, job_id) or {}
         return record.get("state") in ("stopping", "ended", "teardown failed")
 
     return cancelled
+
+
+@owner_side
+def _flag_raised(path, *, owner_uid, clear=False):
+    """Whether the precancel flag is in the owner's spool dir; `clear` removes it (unlink
+    follows no link)."""
+    if not os.path.lexists(path):
+        return False
+    if clear:
+        os.unlink(path)
+        return False
+    return True
 
 
 def _libvirt_connection(uri):
@@ -387,7 +417,13 @@ def _domain_running(conn, name):
         raise InfrastructureError(f"libvirtd stopped answering while {name} was starting: {err}") from None
 
 
-def ssh_command(job_dir, user, host, port):
+ROOT_KNOWN_HOSTS = "known_hosts"  # root's (0600): the prologue's SSH wait
+OWNER_KNOWN_HOSTS = "owner_known_hosts"  # the owner's (0600, theirs): the job wrapper
+
+
+def ssh_command(job_dir, user, host, port, known_hosts=ROOT_KNOWN_HOSTS):
+    """ssh as `user` with the job key, trusting only the job's pinned host keys; root and the
+    owner each read their own copy of those keys, so neither trusts a file the other can write."""
     return [
         "ssh",
         "-F",
@@ -399,7 +435,7 @@ def ssh_command(job_dir, user, host, port):
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
-        f"UserKnownHostsFile={os.path.join(job_dir, 'known_hosts')}",
+        f"UserKnownHostsFile={os.path.join(job_dir, known_hosts)}",
         "-o",
         "GlobalKnownHostsFile=/dev/null",
         "-o",
@@ -439,17 +475,21 @@ def _publish(plan):
         for vm in plan.vms
     ]
     document = {"job_id": plan.job_id, "owner": plan.owner.name, "workdir": plan.workdir, "vms": vms}
-    _write(os.path.join(plan.job_dir, "vms.json"), json.dumps(document, indent=2) + "\n", 0o644)
+    # The owner's alone (the job wrapper reads it); root never reads it back.
+    _write(os.path.join(plan.job_dir, "vms.json"), json.dumps(document, indent=2) + "\n", 0o600, plan.owner)
     return vms
 
 
-def _write(path, text, mode):
+def _write(path, text, mode, owner=None):
+    """Replace `path` in root's job dir with `text`; given to `owner` when it is theirs to read."""
     temp = f"{path}.tmp"
     if os.path.lexists(temp):
         os.unlink(temp)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+        if owner is not None:
+            os.fchown(handle.fileno(), owner.uid, owner.gid)
     os.replace(temp, path)
 
 

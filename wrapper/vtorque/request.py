@@ -20,6 +20,7 @@ from vtorque.catalog import (
 )
 from vtorque.config import DISTROS, FS_TYPES
 from vtorque.errors import CatalogError, RequestError, VTorqueError
+from vtorque.owner_side import owner_side
 from vtorque.values import BOOL_ACCEPTED, SIZE_ACCEPTED, parse_bool, parse_count, parse_size_mib
 
 REQUEST_VERSION = 1
@@ -334,7 +335,7 @@ def _user_image(value, source, distro, owner_uid, cwd):
         check_trusted_path(path, owner_uid=owner_uid, what="user image")
     except VTorqueError as err:
         raise RequestError(str(err), key="img", value=value, source=source) from None
-    image_format = _check_user_image_content(path, value, source)
+    image_format = _check_user_image_content(path, value, source, owner_uid)
     return ImageEntry(
         name=os.path.basename(path),
         path=path,
@@ -344,11 +345,14 @@ def _user_image(value, source, distro, owner_uid, cwd):
     )
 
 
-def _check_user_image_content(path, value, source):
+def _check_user_image_content(path, value, source, owner_uid):
     """The image's format; a qcow2 that would make QEMU open other host files is refused."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        header = handle.read(QCOW2_HEADER_BYTES)
+    from vtorque.trust import read_head
+
+    try:
+        header = read_head(path, owner_uid=owner_uid, size=QCOW2_HEADER_BYTES)
+    except VTorqueError as err:
+        raise RequestError(str(err), key="img", value=value, source=source) from None
     if not header.startswith(QCOW2_MAGIC):
         return "raw"
     references = qcow2_external_references(header)
@@ -368,18 +372,14 @@ def _user_file(options, key, cwd, owner_uid, executable=False):
     if key not in options:
         return None
     value, source = options[key]
-    path = os.path.realpath(os.path.join(cwd, value))
-    if not os.path.isfile(path):
+    path, problem, is_executable = _look_at_user_file(os.path.join(cwd, value), owner_uid=owner_uid, what=key)
+    if problem == "missing":
         raise RequestError(
             "no such file", key=key, value=value, accepted="an existing regular file", source=source
         )
-    from vtorque.trust import check_trusted_path
-
-    try:
-        check_trusted_path(path, owner_uid=owner_uid, what=f"{key} file")
-    except VTorqueError as err:
-        raise RequestError(str(err), key=key, value=value, accepted="your own file", source=source) from None
-    if executable and not os.access(path, os.X_OK):
+    if problem:
+        raise RequestError(problem, key=key, value=value, accepted="your own file", source=source)
+    if executable and not is_executable:
         raise RequestError(
             "the file is not executable",
             key=key,
@@ -388,6 +388,21 @@ def _user_file(options, key, cwd, owner_uid, executable=False):
             source=source,
         )
     return path
+
+
+@owner_side
+def _look_at_user_file(path, *, owner_uid, what):
+    """[real path, problem or None, executable], seen as the owner sees it (root acts as them)."""
+    from vtorque.trust import check_trusted_path
+
+    path = os.path.realpath(path)
+    if not os.path.isfile(path):
+        return [path, "missing", False]
+    try:
+        check_trusted_path(path, owner_uid=owner_uid, what=f"{what} file")
+    except VTorqueError as err:
+        return [path, str(err), False]
+    return [path, None, os.access(path, os.X_OK)]
 
 
 def parse_metadata(text):

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 from vtorque.errors import SubmitError
+from vtorque.owner_side import owner_side
 
 JOB_ID_RE = re.compile(r"[0-9]+(\[[0-9]*\])?(\.[A-Za-z0-9-]+)*")
 STAGING_PREFIX = ".staging-"
@@ -23,12 +24,12 @@ def check_job_id(job_id):
     return job_id
 
 
-def create_staging(spool_dir, private=False):
-    """A private job directory (spool_private) is the owner's alone; otherwise root on the
-    nodes can read it even through a root-squashed NFS spool (and so can other users)."""
+def create_staging(spool_dir):
+    """The job directory is the owner's alone (0700): root on the nodes acts in it as the owner
+    (owner_side), which also works through an NFS spool exported with root_squash."""
     try:
         path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=spool_dir)
-        os.chmod(path, 0o700 if private else 0o755)
+        os.chmod(path, 0o700)
     except OSError as err:
         raise SubmitError(f"cannot create a job directory in spool_dir {spool_dir}: {err.strerror}") from None
     return path
@@ -54,13 +55,20 @@ def publish(staging, spool_dir, job_id):
     return final
 
 
-def write_request(job_dir, document, private=False):
-    """request.json: 0600 in a private spool, else 0644 (root-squashed NFS spools)."""
+def write_request(job_dir, document):
     data = (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
     temp = os.path.join(job_dir, ".request.json.tmp")
-    write_new_file(temp, data, 0o600 if private else 0o644)
+    write_new_file(temp, data, 0o600)
     os.replace(temp, os.path.join(job_dir, "request.json"))
 
 
 def remove(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+@owner_side
+def remove_as_owner(path, *, owner_uid):
+    """Root removes an ended job's spool dir as its owner: what the owner cannot remove (a
+    link's target, another user's files) stays; a link in place of the dir is not followed."""
+    if not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)

@@ -214,7 +214,7 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
     from vtorque.pbs_script import render_job_wrapper
     from vtorque.request import request_document
 
-    staging = spool.create_staging(config.spool_dir, config.spool_private)
+    staging = spool.create_staging(config.spool_dir)
     try:
         spool.write_new_file(os.path.join(staging, "job.sh"), script.content, 0o700)
         os.mkdir(os.path.join(staging, "wrapper"), 0o755)
@@ -243,7 +243,7 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
     try:
         job_dir = spool.publish(staging, config.spool_dir, job_id)
         document = request_document(request, asked, argv, job_id, os.getuid())
-        spool.write_request(job_dir, document, config.spool_private)
+        spool.write_request(job_dir, document)
         if not user_hold:
             released = subprocess.run([qrls, job_id], capture_output=True, check=False)
             if released.returncode != 0:
