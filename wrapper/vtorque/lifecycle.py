@@ -83,7 +83,7 @@ def start(job, config):
             local_nodes=config.runner.local_nodes,
             cancelled=cancelled,
         )
-        if cancelled():
+        if cancelled(fresh=True):
             raise JobCancelled()
         if not result.ok:
             raise InfrastructureError(
@@ -93,7 +93,7 @@ def start(job, config):
         _wait_for_ssh(plan, deadline, config.runner.local_nodes, cancelled)
         vms = _publish(plan)
     except (VTorqueError, OSError, subprocess.SubprocessError) as err:
-        if isinstance(err, JobCancelled) or cancelled():  # e.g. its epilogue removed the runner dir
+        if isinstance(err, JobCancelled) or cancelled(fresh=True):  # e.g. its epilogue removed the runner dir
             reason = "the job was deleted (or ended) while its VMs were starting"
             tell(f"{reason}: tearing down, not requeueing")
             _teardown(job.job_id, plan.nodes, config)
@@ -366,9 +366,10 @@ def _cancellation(config, job_id, spool, owner_uid):
     _flag_raised(flag, clear=True, owner_uid=owner_uid)  # left by an earlier attempt of this job id
     seen = {"flag": False, "at": 0.0}
 
-    def cancelled():
+    def cancelled(fresh=False):
+        """`fresh` before a decision; polls may see the flag up to FLAG_POLL_SECONDS late."""
         now = time.monotonic()
-        if not seen["flag"] and now - seen["at"] >= FLAG_POLL_SECONDS:  # a fork per look: not every call
+        if not seen["flag"] and (fresh or now - seen["at"] >= FLAG_POLL_SECONDS):  # a fork per look
             seen["at"] = now
             try:
                 seen["flag"] = _flag_raised(flag, owner_uid=owner_uid)
