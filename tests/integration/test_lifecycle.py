@@ -152,6 +152,13 @@ def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_l
     assert record["state"] == "requeued" and "starting the VMs failed" in record["reason"]
     assert site.leftovers(libvirt_conn, job.job_id) == []
     assert mom.epilogue(job, -14) == 0
+    # Torque runs the requeued job again: its earlier attempt's epilogue must not cancel it.
+    assert mom.prologue(job) == 0, site.record(job.job_id)
+    child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.communicate(timeout=120)
+    assert child.returncode == 3 and site.record(job.job_id)["state"] == "running"
+    assert mom.epilogue(job, child.returncode) == 0
+    assert site.record(job.job_id)["state"] == "ended" and site.leftovers(libvirt_conn, job.job_id) == []
 
 
 def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_leaves_nothing(

@@ -62,3 +62,13 @@ def test_records_merge_phases_and_events(tmp_path):
     assert record["state"] == "ended" and record["phases"] == {"prologue": 1.5, "epilogue": 2.0}
     assert [event["text"] for event in record["events"]] == ["started", "ended"]
     assert (tmp_path / "records" / "42.head.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_guarded_update_changes_nothing_when_its_guard_holds(tmp_path):
+    """The prologue registers (and later says 'running') only if no epilogue has begun."""
+    update_record(str(tmp_path), "42.head", state="stopping", stopped_at=100.0)
+    after_it = lambda record: record.get("state") == "stopping" and record["stopped_at"] >= 50.0  # noqa: E731
+    assert update_record(str(tmp_path), "42.head", state="starting", unless=after_it) is None
+    assert load_record(str(tmp_path), "42.head")["state"] == "stopping"
+    before_it = lambda record: record.get("state") == "stopping" and record["stopped_at"] >= 150.0  # noqa: E731
+    assert update_record(str(tmp_path), "42.head", state="starting", unless=before_it)["state"] == "starting"

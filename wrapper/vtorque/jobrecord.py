@@ -33,14 +33,17 @@ def load_record(state_dir, job_id):
         return None
 
 
-def update_record(state_dir, job_id, **changes):
+def update_record(state_dir, job_id, *, unless=None, **changes):
     """Merge `changes` into the job's record (phases and events are appended to); atomic
-    replace, under a lock, so hooks racing on one job (two epilogues) lose no update."""
+    replace, under a lock, so hooks racing on one job (two epilogues) lose no update. When
+    `unless(record)` is true under that lock, nothing changes and None is returned."""
     path = record_path(state_dir, job_id)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if unless is not None and unless(load_record(state_dir, job_id) or {}):
+            return None
         return _merge(state_dir, job_id, path, changes)
     finally:
         os.close(lock)

@@ -27,6 +27,7 @@ from vtorque.seeds import JobKeys, merge_metadata, seed_for
 
 ABORT, REQUEUE = 1, 2
 TEARDOWN_RESERVE = 20  # seconds kept for tearing down after a failed start
+STOPPED = ("stopping", "ended", "teardown failed")  # record states an epilogue leaves
 FLAG_POLL_SECONDS = 1.0  # how often a starting prologue looks for the owner's precancel flag
 
 
@@ -49,7 +50,7 @@ def spool_job_dir(config, job_id):
 
 def start(job, config):
     """The mother superior's prologue for a VM job; returns Torque's exit code."""
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     deadline = began + config.timeouts.prologue - config.timeouts.shutdown - TEARDOWN_RESERVE
     spool = spool_job_dir(config, job.job_id)
     tell = _reporter(config, job.job_id, spool)
@@ -69,7 +70,16 @@ def start(job, config):
         tell(f"the job cannot start: {_message(err)}")
         update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
         return ABORT
-    update_record(config.state_dir, job.job_id, state="starting", owner=owner.name, nodes=list(plan.nodes))
+    if not update_record(
+        config.state_dir,
+        job.job_id,
+        state="starting",
+        owner=owner.name,
+        nodes=list(plan.nodes),
+        unless=lambda record: record.get("state") in STOPPED and record.get("stopped_at", 0) >= began_wall,
+    ):  # this attempt's epilogue got here first (an earlier attempt's stopped before we began)
+        tell("the job was deleted (or ended) before its VMs started; not starting them")
+        return ABORT
     cancelled = _cancellation(config, job.job_id, spool, owner.uid)
     try:
         variables = _prepare(plan, config, extra, request.metadata)
@@ -92,9 +102,25 @@ def start(job, config):
         started = time.monotonic()
         _wait_for_ssh(plan, deadline, config.runner.local_nodes, cancelled)
         vms = _publish(plan)
+        now = time.monotonic()
+        if not update_record(
+            config.state_dir,
+            job.job_id,
+            state="running",
+            vms=vms,
+            phases={
+                "prologue": round(now - began, 2),
+                "job_start_playbook": round(result.seconds, 2),
+                "guests_ssh_ready": round(now - started, 2),
+            },
+            unless=lambda record: record.get("state") != "starting",  # the epilogue began meanwhile
+        ):
+            raise JobCancelled()
     except (VTorqueError, OSError, subprocess.SubprocessError) as err:
         if isinstance(err, JobCancelled) or cancelled(fresh=True):  # e.g. its epilogue removed the runner dir
             reason = "the job was deleted (or ended) while its VMs were starting"
+            if not isinstance(err, JobCancelled):  # what the start saw of it, for the admin
+                update_record(config.state_dir, job.job_id, event=f"start cut short: {_message(err)}")
             tell(f"{reason}: tearing down, not requeueing")
             _teardown(job.job_id, plan.nodes, config)
             update_record(config.state_dir, job.job_id, state="cancelled", reason=reason)
@@ -109,18 +135,6 @@ def start(job, config):
         _offline(config, job.job_id, reason)
         update_record(config.state_dir, job.job_id, state="requeued", reason=reason)
         return REQUEUE
-    now = time.monotonic()
-    update_record(
-        config.state_dir,
-        job.job_id,
-        state="running",
-        vms=vms,
-        phases={
-            "prologue": round(now - began, 2),
-            "job_start_playbook": round(result.seconds, 2),
-            "guests_ssh_ready": round(now - started, 2),
-        },
-    )
     return 0
 
 
@@ -130,7 +144,7 @@ def stop(job, config):
     nodes = tuple(host for host, _ in job.nodes) or (socket.gethostname(),)
     # Said first: a prologue still starting this job's VMs then stops instead of taking the
     # teardown under it (a vanished guest) for an infrastructure failure.
-    update_record(config.state_dir, job.job_id, state="stopping")
+    update_record(config.state_dir, job.job_id, state="stopping", stopped_at=time.time())
     result = _teardown(job.job_id, nodes, config)
     state = "ended" if result.ok else "teardown failed"
     changes = {
@@ -378,7 +392,7 @@ def _cancellation(config, job_id, spool, owner_uid):
         if seen["flag"]:
             return True
         record = load_record(config.state_dir, job_id) or {}
-        return record.get("state") in ("stopping", "ended", "teardown failed")
+        return record.get("state") in STOPPED
 
     return cancelled
 
