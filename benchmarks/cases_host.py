@@ -28,9 +28,7 @@ def submission(workdir, repeat):
     env = site.env()
     qsub = [str(site.root / "bin" / "qsub"), "job.sh"]
     floor = measure(lambda: _run(qsub, env, site.root), repeat)
-    vm = measure(
-        lambda: _run([str(BIN / "vsub"), "-vm", "vcpus=2,ram=1G", "job.sh"], env, site.root), repeat
-    )
+    vm = measure(lambda: _run([str(BIN / "vsub"), "-vm", "vcpus=2,ram=1G", "job.sh"], env, site.root), repeat)
     bare = measure(lambda: _run([str(BIN / "vsub"), "job.sh"], env, site.root), repeat)
     return [
         comparison("submission: vsub VM job vs qsub", vm, floor, "qsub is a Python stand-in that records"),

@@ -49,9 +49,7 @@ def provisioning(workdir, repeat):
             boot, teardown = _direct_boot(image, count, workdir)
             boot_floor.append(boot)
             teardown_floor.append(teardown)
-        result = comparison(
-            f"provisioning: {count} VM(s), prologue vs direct libvirt", prologue, boot_floor
-        )
+        result = comparison(f"provisioning: {count} VM(s), prologue vs direct libvirt", prologue, boot_floor)
         result["split"] = {
             "job_start_playbook": summary(playbook),
             "ssh_ready_after_playbook": summary(ssh_ready),
@@ -68,9 +66,7 @@ def _one_job(image, count):
     mom = PbsMom(str(site.config))
     try:
         site.write_job("job.sh", "#!/bin/sh\ntrue\n")
-        job = mom.submit(
-            USER, ["-vm", f"vcpus=1,ram=256M,vms_per_node={count}", "job.sh"], str(site.workdir)
-        )
+        job = mom.submit(USER, ["-vm", f"vcpus=1,ram=256M,vms_per_node={count}", "job.sh"], str(site.workdir))
         if mom.prologue(job) != 0:
             raise RuntimeError(f"prologue failed: {site.record(job.job_id)}")
         mom.epilogue(job, 0)

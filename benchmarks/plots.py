@@ -14,9 +14,7 @@ def plot_comparisons(results, out):
         medians = [s["median"] for _, s in series]
         errors = [[s["median"] - s["min"] for _, s in series], [s["max"] - s["median"] for _, s in series]]
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.bar(
-            [label for label, _ in series], medians, yerr=errors, capsize=6, color=["#3b6ea8", "#9a9a9a"]
-        )
+        ax.bar([label for label, _ in series], medians, yerr=errors, capsize=6, color=["#3b6ea8", "#9a9a9a"])
         ax.set_ylabel("seconds (median, min-max)")
         ax.set_title(result["name"], fontsize=9)
         fig.tight_layout()

@@ -85,8 +85,7 @@ def main(argv=None):
             "fan-out: job_start + job_stop",
             longest["nodes"],
             {
-                r["name"].split(", ", 1)[1]: r["series"]
-                + [None] * (len(longest["nodes"]) - len(r["series"]))
+                r["name"].split(", ", 1)[1]: r["series"] + [None] * (len(longest["nodes"]) - len(r["series"]))
                 for r in fanout
             },
             args.out,

@@ -19,7 +19,9 @@ step "test guest images (cached by package versions)"
 for kind in tiny debian; do timed tools/build-test-images.sh "$kind"; done
 
 step "static checks"
-timed ruff check wrapper tests benchmarks molecule collections/ansible_collections/mikelangelo/vtorque/plugins
+PY_DIRS="wrapper tests benchmarks molecule collections/ansible_collections/mikelangelo/vtorque/plugins"
+timed ruff check $PY_DIRS
+timed ruff format --check $PY_DIRS
 [ ! -x .ci/sanity.sh ] || timed .ci/sanity.sh
 
 step "pytest: all tiers"

@@ -104,9 +104,7 @@ class Guest:
 
     def console(self):
         return (
-            self.serial_log.read_text(errors="replace").replace("\r", "")
-            if self.serial_log.exists()
-            else ""
+            self.serial_log.read_text(errors="replace").replace("\r", "") if self.serial_log.exists() else ""
         )
 
     def wait_for(self, marker, timeout):
@@ -118,9 +116,7 @@ class Guest:
             if not self.is_active():
                 break
             time.sleep(0.05)
-        raise AssertionError(
-            f"{marker!r} not seen on {self.name}'s console in {timeout}s:\n{self.console()}"
-        )
+        raise AssertionError(f"{marker!r} not seen on {self.name}'s console in {timeout}s:\n{self.console()}")
 
     def is_active(self):
         try:
@@ -138,9 +134,7 @@ class Guest:
 
     def agent(self, command, timeout=5, **arguments):
         request = {"execute": command, **({"arguments": arguments} if arguments else {})}
-        return json.loads(libvirt_qemu.qemuAgentCommand(self.dom, json.dumps(request), timeout, 0))[
-            "return"
-        ]
+        return json.loads(libvirt_qemu.qemuAgentCommand(self.dom, json.dumps(request), timeout, 0))["return"]
 
     def agent_exec(self, path, *args, timeout=30):
         """(exit code, stdout, stderr) of a command run by the guest agent."""
@@ -195,9 +189,7 @@ def wait_ssh(port, user, key, known_hosts, timeout):
         if last.returncode == 0:
             return time.monotonic() - start
         time.sleep(0.5)
-    raise AssertionError(
-        f"no SSH as {user} on 127.0.0.1:{port} in {timeout}s: {last.stderr if last else ''}"
-    )
+    raise AssertionError(f"no SSH as {user} on 127.0.0.1:{port} in {timeout}s: {last.stderr if last else ''}")
 
 
 def ssh_keypair(key):

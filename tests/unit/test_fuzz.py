@@ -25,8 +25,32 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 # --- #PBS directives -------------------------------------------------------------------------
 
 TOKENS = st.sampled_from(
-    ["-vm", "-l", "-N", "-h", "-C", "-q", "-W", "-V", "-I", "--", "'", '"', "\\", "#", ";", "$(id)",
-     "nodes=2:ppn=4", "img=tiny,vcpus=2", "vcpus=999", "ram=", "=", ",", "walltime=1:00", "x" * 300]
+    [
+        "-vm",
+        "-l",
+        "-N",
+        "-h",
+        "-C",
+        "-q",
+        "-W",
+        "-V",
+        "-I",
+        "--",
+        "'",
+        '"',
+        "\\",
+        "#",
+        ";",
+        "$(id)",
+        "nodes=2:ppn=4",
+        "img=tiny,vcpus=2",
+        "vcpus=999",
+        "ram=",
+        "=",
+        ",",
+        "walltime=1:00",
+        "x" * 300,
+    ]
 )
 LINE = st.one_of(
     st.lists(TOKENS, max_size=6).map(lambda tokens: "#PBS " + " ".join(tokens)),
@@ -65,9 +89,27 @@ def field_names(cls, names):
 
 KNOWN_KEYS = sorted(field_names(SiteConfig, set()) - {"source"})
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
-    st.sampled_from(["", "0", "1G", "512M", "user", "bridge", "/srv/x", "a,b", "10.0.0.1", "yes",
-                     "{{ evil }}", "$(reboot)", "../../etc/shadow"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "1G",
+            "512M",
+            "user",
+            "bridge",
+            "/srv/x",
+            "a,b",
+            "10.0.0.1",
+            "yes",
+            "{{ evil }}",
+            "$(reboot)",
+            "../../etc/shadow",
+        ]
+    ),
     st.text(max_size=12),
 )
 DOCUMENT = st.recursive(

@@ -59,16 +59,24 @@ def test_ansible_lists_the_installed_modules(installed):
     _, target = installed
     module_files = (COLLECTION / "plugins" / "modules").glob("*.py")
     modules = sorted(p.stem for p in module_files if p.stem != "__init__")
-    result = run_installed(target, str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "-l",
-                           "mikelangelo.vtorque")
+    result = run_installed(
+        target, str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "-l", "mikelangelo.vtorque"
+    )
     assert result.returncode == 0, result.stderr
     prefix = "mikelangelo.vtorque."
-    listed = sorted(line.split()[0].removeprefix(prefix) for line in result.stdout.splitlines()
-                    if line.startswith(prefix))
+    listed = sorted(
+        line.split()[0].removeprefix(prefix) for line in result.stdout.splitlines() if line.startswith(prefix)
+    )
     assert listed == modules
-    assert str(target) in run_installed(
-        target, sys.executable, "-c",
-        "import ansible_collections.mikelangelo.vtorque as c; print(c.__path__)").stdout
+    assert (
+        str(target)
+        in run_installed(
+            target,
+            sys.executable,
+            "-c",
+            "import ansible_collections.mikelangelo.vtorque as c; print(c.__path__)",
+        ).stdout
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

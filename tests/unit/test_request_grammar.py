@@ -179,6 +179,7 @@ def test_metadata_must_be_a_yaml_mapping(tmp_path):
         RequestError, match=r"-vm metadata=meta.yaml: .*YAML aliases \(\*name\) are not accepted"
     ):
         resolve("metadata=meta.yaml", cwd=str(tmp_path))
+
     def block(levels):  # a mapping nested `levels` deep, ending in a scalar
         return "".join(" " * n + "k:\n" for n in range(levels - 1)) + " " * (levels - 1) + "k: 1\n"
 

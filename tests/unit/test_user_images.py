@@ -34,8 +34,16 @@ def test_a_standalone_qcow2_and_a_raw_image_are_accepted(tmp_path):
 
 def test_a_backing_file_pointing_at_a_host_file_is_refused(tmp_path):
     qemu_img("create", "-f", "raw", str(tmp_path / "host-secret.raw"), "1M")
-    qemu_img("create", "-f", "qcow2", "-F", "raw", "-b", str(tmp_path / "host-secret.raw"),
-             str(tmp_path / "evil.qcow2"))
+    qemu_img(
+        "create",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        str(tmp_path / "host-secret.raw"),
+        str(tmp_path / "evil.qcow2"),
+    )
     with pytest.raises(RequestError) as caught:
         resolve("img=./evil.qcow2", tmp_path)
     message = str(caught.value)
@@ -44,8 +52,15 @@ def test_a_backing_file_pointing_at_a_host_file_is_refused(tmp_path):
 
 
 def test_an_external_data_file_is_refused(tmp_path):
-    qemu_img("create", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}",
-             str(tmp_path / "evil.qcow2"), "1M")
+    qemu_img(
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        f"data_file={tmp_path / 'data.raw'}",
+        str(tmp_path / "evil.qcow2"),
+        "1M",
+    )
     with pytest.raises(RequestError, match="external data file"):
         resolve("img=./evil.qcow2", tmp_path)
 
