@@ -42,15 +42,15 @@ def update_record(state_dir, job_id, *, unless=None, **changes):
     lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if unless is not None and unless(load_record(state_dir, job_id) or {}):
+        record = load_record(state_dir, job_id)
+        if unless is not None and unless(record or {}):
             return None
-        return _merge(state_dir, job_id, path, changes)
+        return _merge(record or {"job_id": job_id, "phases": {}, "events": []}, path, changes)
     finally:
         os.close(lock)
 
 
-def _merge(state_dir, job_id, path, changes):
-    record = load_record(state_dir, job_id) or {"job_id": job_id, "phases": {}, "events": []}
+def _merge(record, path, changes):
     for key, value in changes.items():
         if key == "phases":
             record["phases"].update(value)

@@ -350,7 +350,7 @@ def _check_user_image_content(path, value, source, owner_uid):
     from vtorque.trust import read_head
 
     try:
-        header = read_head(path, owner_uid=owner_uid, size=QCOW2_HEADER_BYTES)
+        header = read_head(path, owner_uid=owner_uid, size=QCOW2_HEADER_BYTES, what="user image")
     except VTorqueError as err:
         raise RequestError(str(err), key="img", value=value, source=source) from None
     if not header.startswith(QCOW2_MAGIC):

@@ -71,4 +71,4 @@ def remove_as_owner(path, *, owner_uid):
     """Root removes an ended job's spool dir as its owner: what the owner cannot remove (a
     link's target, another user's files) stays; a link in place of the dir is not followed."""
     if not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
+        remove(path)

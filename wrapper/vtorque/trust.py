@@ -17,13 +17,7 @@ from vtorque.owner_side import owner_side
 def read_trusted(path, *, owner_uid, max_bytes, what):
     """Bytes of regular file `path` if it is no link, owned by `owner_uid`, not writable by
     group or others, and at most `max_bytes` long; UntrustedFileError otherwise."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        if os.path.islink(path):
-            raise UntrustedFileError(f"{what} {path} is a symbolic link; refusing to follow it") from err
-        raise UntrustedFileError(f"cannot open {what} {path}: {err.strerror}") from err
-    with os.fdopen(fd, "rb") as handle:
+    with _open_no_link(path, what) as handle:
         info = os.fstat(handle.fileno())
         check_mode(info, path, owner_uid=owner_uid, what=what)
         if info.st_size > max_bytes:
@@ -35,14 +29,20 @@ def read_trusted(path, *, owner_uid, max_bytes, what):
 
 
 @owner_side
-def read_head(path, *, owner_uid, size):
+def read_head(path, *, owner_uid, size, what):
     """The first `size` bytes of `path` (an image header), never through a link."""
+    with _open_no_link(path, what) as handle:
+        return handle.read(size)
+
+
+def _open_no_link(path, what):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
-        raise UntrustedFileError(f"cannot open {path}: {err.strerror}") from err
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(size)
+        if os.path.islink(path):
+            raise UntrustedFileError(f"{what} {path} is a symbolic link; refusing to follow it") from err
+        raise UntrustedFileError(f"cannot open {what} {path}: {err.strerror}") from err
+    return os.fdopen(fd, "rb")
 
 
 @owner_side
