@@ -1,17 +1,26 @@
 """Offline stand-in for ansible-test's get-pip.py (see reference/collection-checks.md §1.1).
 
 ansible-test creates each sanity venv without pip and runs the cached get-pip script to install
-the pinned pip from PyPI. This runs the pip wheel bundled with CPython's ensurepip straight from
-the wheel (as the real get-pip.py does) to install that pip; everything else then comes from PyPI.
+the pinned pip from PyPI. This runs the pip wheel that comes with the interpreter's ensurepip
+straight from the wheel (as the real get-pip.py does) to install that pip; everything else then
+comes from PyPI. CPython keeps that wheel in ensurepip/_bundled; Debian (and Fedora) keep it in
+WHEEL_PKG_DIR (/usr/share/python-wheels, package python3-pip-whl) instead.
 """
 
 import ensurepip
 import glob
 import os
 import sys
+import sysconfig
 
-_BUNDLED = os.path.join(os.path.dirname(ensurepip.__file__), "_bundled")
-sys.path.insert(0, sorted(glob.glob(os.path.join(_BUNDLED, "pip-*.whl")))[-1])
+_PLACES = [
+    os.path.join(os.path.dirname(ensurepip.__file__), "_bundled"),
+    sysconfig.get_config_var("WHEEL_PKG_DIR"),
+]
+_WHEELS = sorted(w for place in _PLACES if place for w in glob.glob(os.path.join(place, "pip-*.whl")))
+if not _WHEELS:
+    sys.exit(f"get_pip stand-in: no pip wheel in {' or '.join(p for p in _PLACES if p)}")
+sys.path.insert(0, _WHEELS[-1])
 
 from pip._internal.cli.main import main  # noqa: E402
 

@@ -17,6 +17,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients   # libvirtd, virtlogd, virsh, the qemu.conf and users
   libvirt-dev pkg-config gcc              # build libvirt-python in the venv
   python3-venv python3-dev                # the venv uses Debian's Python: job owners must run it
+  python3-pip-whl                         # pip wheel that .ci/sanity.sh's get-pip stand-in runs
   dnsmasq-base iproute2                   # libvirt networks; namespaces and bridges in tests
   openssh-server openssh-client           # guests are reached over SSH with pinned host keys
   genisoimage                             # NoCloud seed images (cidata ISO)
