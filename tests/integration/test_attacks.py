@@ -596,19 +596,29 @@ def test_the_other_user_cannot_read_the_first_users_vm_files_or_script(pair):
 
 
 def test_the_other_user_cannot_read_the_first_users_job_files(pair):
-    theirs = pair.jobs[USER]
+    """Nor its record (VM names, addresses, reasons, console tails; world-readable until the
+    owner got a copy of their own), which its owner reads with `vtorque jobs show`."""
+    theirs, state = pair.jobs[USER], str(pair.site.state)
     readable = []
     for path in (
         job_dir(pair.site, theirs) / "known_hosts",
         job_dir(pair.site, theirs) / "owner_known_hosts",
         job_dir(pair.site, theirs) / "vms.json",
         pair.site.spool / theirs.job_id / "request.json",
+        Path(record_path(state, theirs.job_id)),
+        Path(record_path(state, theirs.job_id, owner_copy=True)),
     ):
         assert path.exists(), path
         attempt = as_user(OTHER, ["head", "-c", "1", str(path)])
         if attempt.returncode == 0:
             readable.append(str(path))
     assert readable == []
+    vtorque = str(Path(sys.executable).parent / "vtorque")
+    show = ["env", f"VTORQUE_CONFIG={pair.site.config}", vtorque, "jobs", "show"]
+    mine = as_user(USER, [*show, theirs.job_id])
+    assert mine.returncode == 0 and f"job {theirs.job_id}: running" in mine.stdout, mine.stderr
+    not_mine = as_user(OTHER, [*show, theirs.job_id])
+    assert not_mine.returncode == 1 and "is another user's" in not_mine.stderr and not_mine.stdout == ""
 
 
 def test_no_key_is_left_after_the_epilogues_and_none_in_records_or_logs(pair):

@@ -2,6 +2,8 @@
 
 import os
 import pwd
+import subprocess
+import sys
 
 import pytest
 from vtorque.jobrecord import USER_LOG, append_user_log, load_record, update_record
@@ -61,7 +63,43 @@ def test_records_merge_phases_and_events(tmp_path):
     assert record == load_record(str(tmp_path), "42.head")
     assert record["state"] == "ended" and record["phases"] == {"prologue": 1.5, "epilogue": 2.0}
     assert [event["text"] for event in record["events"]] == ["started", "ended"]
-    assert (tmp_path / "records" / "42.head.json").stat().st_mode & 0o777 == 0o644
+    info = (tmp_path / "records" / "42.head.json").stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
+    assert not (tmp_path / "records" / "owner" / "42.head.json").exists()  # no owner named yet
+
+
+def show(tmp_path, job_id, user=None):
+    """`vtorque jobs show` as root or as `user`, on a site whose state dir is tmp_path."""
+    config = tmp_path / "vtorque.yml"
+    config.write_text(f"spool_dir: {tmp_path / 'spool'}\nstate_dir: {tmp_path}\n")
+    entry = pwd.getpwnam(user) if user else None
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "vtorque"), "jobs", "show", job_id],
+        env={"PATH": "/usr/bin:/bin", "VTORQUE_CONFIG": str(config)},
+        user=entry.pw_uid if entry else None,
+        group=entry.pw_gid if entry else None,
+        extra_groups=[] if entry else None,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_owner_and_root_see_a_record_and_no_other_user_does(tmp_path):
+    update_record(str(tmp_path), "42.head", state="starting", owner="nobody", event="console:\nsecret")
+    update_record(str(tmp_path), "42.head", state="requeued", reason="a VM did not boot")
+    copy = tmp_path / "records" / "owner" / "42.head.json"
+    assert (copy.stat().st_uid, copy.stat().st_mode & 0o777) == (OWNER, 0o600)
+    assert load_record(str(tmp_path), "42.head", owner_copy=True) == load_record(str(tmp_path), "42.head")
+    for user in (None, "nobody"):
+        done = show(tmp_path, "42.head", user)
+        assert done.returncode == 0, done.stderr
+        assert "job 42.head: requeued" in done.stdout and "secret" in done.stdout
+    other = show(tmp_path, "42.head", "daemon")
+    assert other.returncode != 0 and other.stdout == ""
+    assert "job 42.head is another user's: only its owner and root see its record" in other.stderr
+    assert "no vTorque record of job 43.head" in show(tmp_path, "43.head", "daemon").stderr
 
 
 def test_a_guarded_update_changes_nothing_when_its_guard_holds(tmp_path):

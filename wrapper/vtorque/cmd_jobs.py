@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 
 from vtorque.errors import VTorqueError
 
@@ -14,14 +15,19 @@ def main(argv, prog="vtorque jobs"):
     show.add_argument("--json", action="store_true", help="the raw record")
     args = parser.parse_args(argv)
     from vtorque.config import load_config
-    from vtorque.jobrecord import load_record
+    from vtorque.jobrecord import load_record, record_path
 
     config = load_config()
-    record = load_record(config.state_dir, args.job_id)
-    if record is None:
+    as_root = os.geteuid() == 0  # root reads its record, a user the copy kept for the job's owner
+    try:
+        record = load_record(config.state_dir, args.job_id, owner_copy=not as_root)
+    except PermissionError:
         raise VTorqueError(
-            f"no vTorque record of job {args.job_id} in {config.state_dir}/records (bare metal?)"
-        )
+            f"job {args.job_id} is another user's: only its owner and root see its record"
+        ) from None
+    if record is None:
+        where = record_path(config.state_dir, args.job_id, owner_copy=not as_root)
+        raise VTorqueError(f"no vTorque record of job {args.job_id}: no {where} (bare metal?)")
     print(json.dumps(record, indent=2, sort_keys=True) if args.json else render(record))
     return 0
 

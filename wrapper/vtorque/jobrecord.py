@@ -1,14 +1,18 @@
 """What vTorque remembers about a job, and where a person finds the reason for a failure.
 
-Root keeps one record per job in `<state_dir>/records/` (root-owned, world-readable, outlives
-the job's files, read by `vtorque jobs show`). A failure reason also goes to syslog and to
-`vtorque.log` in the user's spool directory, because Torque discards the .o/.e files of a job
-whose prologue exits 1.
+Root keeps one record per job in `<state_dir>/records/` (root's alone; it outlives the job's
+files) and, with every change, writes the same record for the job's owner into
+`records/owner/` (0600, the owner's): `vtorque jobs show` reads the first as root and the
+second as anyone else, so no user reads another's VM names, addresses, reasons or console
+tails, and root never reads a file a user can write. A failure reason also goes to syslog and
+to `vtorque.log` in the user's spool directory, because Torque discards the .o/.e files of a
+job whose prologue exits 1.
 """
 
 import fcntl
 import json
 import os
+import pwd
 import stat
 import syslog
 import time
@@ -21,13 +25,14 @@ from vtorque.owner_side import owner_side
 USER_LOG = "vtorque.log"
 
 
-def record_path(state_dir, job_id):
-    return os.path.join(state_dir, "records", naming.sanitise_job_id(job_id) + ".json")
+def record_path(state_dir, job_id, *, owner_copy=False):
+    place = ("records", "owner") if owner_copy else ("records",)
+    return os.path.join(state_dir, *place, naming.sanitise_job_id(job_id) + ".json")
 
 
-def load_record(state_dir, job_id):
+def load_record(state_dir, job_id, *, owner_copy=False):
     try:
-        with open(record_path(state_dir, job_id), encoding="utf-8") as handle:
+        with open(record_path(state_dir, job_id, owner_copy=owner_copy), encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
         return None
@@ -38,19 +43,24 @@ def update_record(state_dir, job_id, *, unless=None, **changes):
     replace, under a lock, so hooks racing on one job (two epilogues) lose no update. When
     `unless(record)` is true under that lock, nothing changes and None is returned."""
     path = record_path(state_dir, job_id)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    os.makedirs(os.path.dirname(record_path(state_dir, job_id, owner_copy=True)), mode=0o711, exist_ok=True)
     lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = load_record(state_dir, job_id)
         if unless is not None and unless(record or {}):
             return None
-        return _merge(record or {"job_id": job_id, "phases": {}, "events": []}, path, changes)
+        record = _merge(record or {"job_id": job_id, "phases": {}, "events": []}, changes)
+        _replace(path, record)
+        owner = _owner_ids(record.get("owner"))
+        if owner:
+            _replace(record_path(state_dir, job_id, owner_copy=True), record, owner)
+        return record
     finally:
         os.close(lock)
 
 
-def _merge(record, path, changes):
+def _merge(record, changes):
     for key, value in changes.items():
         if key == "phases":
             record["phases"].update(value)
@@ -58,12 +68,28 @@ def _merge(record, path, changes):
             record["events"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "text": value})
         else:
             record[key] = value
+    return record
+
+
+def _owner_ids(name):
+    try:
+        entry = pwd.getpwnam(name) if name else None
+    except KeyError:  # the owner is gone: root's record has it all
+        return None
+    return (entry.pw_uid, entry.pw_gid) if entry else None
+
+
+def _replace(path, record, owner=None):
+    """Atomically replace `path` with `record`, 0600, root's or (uid, gid) `owner`'s. Root owns
+    the directory, so the owner of the copy cannot put anything in its place."""
     temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
+        os.fchmod(fd, 0o600)  # a stale temp file would keep its old mode
+        if owner:
+            os.fchown(fd, *owner)
         json.dump(record, handle, indent=2, sort_keys=True)
     os.replace(temp, path)
-    return record
 
 
 def report(message, *, state_dir, job_id, spool_job_dir=None, owner_uid=None, priority=syslog.LOG_ERR):

@@ -68,7 +68,7 @@ def start(job, config):
             merge_metadata({}, extra, request.metadata)  # refuse bad keys now: abort
     except (VTorqueError, KeyError) as err:
         tell(f"the job cannot start: {_message(err)}")
-        update_record(config.state_dir, job.job_id, state="aborted", reason=_message(err))
+        update_record(config.state_dir, job.job_id, state="aborted", owner=job.user, reason=_message(err))
         return ABORT
     if not update_record(
         config.state_dir,
