@@ -190,6 +190,9 @@ def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_le
         prologue.join(timeout=180)
         if hostnet.libvirtd_pid() is None:
             hostnet.start_libvirtd()  # the admin brings libvirtd back (systemd would restart it)
+    old_record = site.state / "records" / "9.old.json"  # a job that ended long ago
+    old_record.write_text("{}")
+    os.utime(old_record, (time.time() - 40 * 86400,) * 2)
     swept = subprocess.run(
         [str(Path(sys.executable).parent / "vtorque"), "sweep"],
         env={**os.environ, "VTORQUE_CONFIG": mom.config},
@@ -199,6 +202,8 @@ def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_le
     )
     assert swept.returncode == 0, swept.stderr
     assert f"removed domain {prefix}" in swept.stdout, swept.stdout
+    assert "removed the record of job 9.old (older than 30 days)" in swept.stdout
+    assert not old_record.exists() and site.record(job.job_id)["state"] == "teardown failed"
     assert site.leftovers(libvirt_conn, job.job_id) == []
 
 

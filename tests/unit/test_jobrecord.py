@@ -4,9 +4,10 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 
 import pytest
-from vtorque.jobrecord import USER_LOG, append_user_log, load_record, update_record
+from vtorque.jobrecord import USER_LOG, append_user_log, load_record, prune_records, update_record
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writing as root for another owner needs root")
 OWNER = pwd.getpwnam("nobody").pw_uid  # root writes the log as the owner: a real user
@@ -110,3 +111,27 @@ def test_a_guarded_update_changes_nothing_when_its_guard_holds(tmp_path):
     assert load_record(str(tmp_path), "42.head")["state"] == "stopping"
     before_it = lambda record: record.get("state") == "stopping" and record["stopped_at"] >= 150.0  # noqa: E731
     assert update_record(str(tmp_path), "42.head", state="starting", unless=before_it)["state"] == "starting"
+
+
+def test_sweep_prunes_old_records_of_ended_jobs_only(tmp_path):
+    """Records outlive their jobs, not forever: an ended job's record older than keep_days goes
+    with its owner's copy and its lock; a live job's, a recent one's and other files stay."""
+    for job_id in ("1.head", "2.head", "3.head"):
+        update_record(str(tmp_path), job_id, state="ended", owner="nobody")
+    records = tmp_path / "records"
+    month_ago = time.time() - 31 * 86400
+    for job_id in ("1.head", "2.head"):
+        os.utime(records / f"{job_id}.json", (month_ago, month_ago))
+    (records / "stray.json.4242.tmp").write_text("{}")
+    before = sorted(p.name for p in records.rglob("*"))
+
+    assert prune_records(str(tmp_path), keep_days=30, live_jobs=["2.head"], dry_run=True) == ["1.head"]
+    assert sorted(p.name for p in records.rglob("*")) == before
+    assert prune_records(str(tmp_path), keep_days=0, live_jobs=[]) == []
+    assert prune_records(str(tmp_path), keep_days=30, live_jobs=["2.head"]) == ["1.head"]
+    assert sorted(p.name for p in records.rglob("*")) == sorted(
+        name for name in before if not name.startswith("1.head.")
+    )
+    assert load_record(str(tmp_path), "1.head") is None
+    assert load_record(str(tmp_path), "2.head", owner_copy=True)["state"] == "ended"
+    assert prune_records(str(tmp_path / "nowhere"), keep_days=30, live_jobs=[]) == []

@@ -1,7 +1,8 @@
 """`vtorque sweep [--dry-run]` (root): remove VMs and files of jobs no longer running here.
 
 A job runs on this node while pbs_mom holds its files in $PBS_HOME/mom_priv/jobs; every other
-job's domains (named vt-<job>-..., tagged with the job) and state directories are removed.
+job's domains (named vt-<job>-..., tagged with the job) and state directories are removed, and
+its record once it is older than `records_keep_days`.
 """
 
 import argparse
@@ -30,6 +31,7 @@ def main(argv, prog="vtorque sweep"):
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep
 
     from vtorque.config import load_config
+    from vtorque.jobrecord import prune_records
 
     config = load_config()
     live = live_jobs(config.torque.pbs_home)
@@ -41,11 +43,16 @@ def main(argv, prog="vtorque sweep"):
         "shutdown_timeout": config.timeouts.shutdown,
     }
     result = sweep(params, check_mode=args.dry_run)
+    records = prune_records(
+        config.state_dir, keep_days=config.records_keep_days, live_jobs=live, dry_run=args.dry_run
+    )
     verb = "would remove" if args.dry_run else "removed"
     for name in result["domains"]:
         print(f"{verb} domain {name}")
     for path in result["directories"]:
         print(f"{verb} {path}")
-    if not result["changed"]:
+    for job_id in records:
+        print(f"{verb} the record of job {job_id} (older than {config.records_keep_days} days)")
+    if not (result["changed"] or records):
         print(f"nothing to sweep ({len(live)} running job(s) kept)")
     return 0

@@ -231,6 +231,7 @@ class LoggingConfig:
 class SiteConfig:
     spool_dir: str = _opt("/var/spool/vtorque", _abs_path)
     state_dir: str = _opt("/var/lib/vtorque", _abs_path)
+    records_keep_days: int = _opt(30, min=0)
     images: str = _opt("/etc/vtorque/images.yml", _abs_path)
     domain_template: str | None = _opt(None, _abs_path)
     torque: TorqueConfig = _opt(TorqueConfig())

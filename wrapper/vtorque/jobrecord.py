@@ -9,6 +9,7 @@ to `vtorque.log` in the user's spool directory, because Torque discards the .o/.
 job whose prologue exits 1.
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -36,6 +37,36 @@ def load_record(state_dir, job_id, *, owner_copy=False):
             return json.load(handle)
     except FileNotFoundError:
         return None
+
+
+def prune_records(state_dir, *, keep_days, live_jobs, dry_run=False):
+    """Job ids whose records (root's, the owner's copy, the lock) were removed: every job not
+    in `live_jobs` whose record last changed more than `keep_days` days ago (0: none)."""
+    directory = os.path.join(state_dir, "records")
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    live = {naming.sanitise_job_id(job) for job in live_jobs}
+    cutoff = time.time() - keep_days * 86400
+    pruned = []
+    for name in names:
+        job_id = name.removesuffix(".json")
+        path = os.path.join(directory, name)
+        if not keep_days or name == job_id or job_id in live:
+            continue
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
+            continue
+        pruned.append(job_id)
+        if not dry_run:
+            for stale in (record_path(state_dir, job_id, owner_copy=True), path, f"{path}.lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(stale)
+    return pruned
 
 
 def update_record(state_dir, job_id, *, unless=None, **changes):
