@@ -21,6 +21,7 @@ from vtorque.errors import RequestError, UntrustedFileError, VTorqueError
 from vtorque.jobrecord import report, update_record
 from vtorque.owner_side import owner_side
 from vtorque.plan import Owner, make_plan
+from vtorque.readiness import until_ok
 from vtorque.request import load_request
 from vtorque.runner import run_playbook
 from vtorque.seeds import JobKeys, merge_metadata, seed_for
@@ -346,20 +347,19 @@ def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
     conn = _libvirt_connection(plan.uri) if any(vm.node in here for vm in plan.vms) else None
 
     def wait(vm):
-        last = None
-        while time.monotonic() < deadline:
+        def still_worth_it():
             if cancelled():
                 raise JobCancelled()
-            last = ssh_probe(plan, vm)
-            if last.returncode == 0:
-                return
             if conn is not None and vm.node in here and not _domain_running(conn, vm.name):
                 raise InfrastructureError(f"{vm.name} stopped running before it accepted SSH")
-            time.sleep(0.5)
-        detail = (last.stderr.strip().splitlines() or ["no answer"])[-1] if last else "no time left"
-        raise InfrastructureError(
-            f"{vm.name} did not accept SSH on {vm.ssh_host}:{vm.ssh_port} in time: {detail}"
-        )
+
+        command = [*ssh_command(plan.job_dir, plan.owner.name, vm.ssh_host, vm.ssh_port), "true"]
+        ready, last = until_ok(command, deadline=deadline, check=still_worth_it)
+        if not ready:
+            detail = (last.splitlines() or ["no answer"])[-1]
+            raise InfrastructureError(
+                f"{vm.name} did not accept SSH on {vm.ssh_host}:{vm.ssh_port} in time: {detail}"
+            )
 
     try:
         with ThreadPoolExecutor(max_workers=min(16, len(plan.vms))) as pool:
@@ -463,17 +463,6 @@ def ssh_command(job_dir, user, host, port, known_hosts=ROOT_KNOWN_HOSTS):
         "LogLevel=ERROR",
         f"{user}@{host}",
     ]
-
-
-def ssh_probe(plan, vm):
-    return subprocess.run(
-        [*ssh_command(plan.job_dir, plan.owner.name, vm.ssh_host, vm.ssh_port), "true"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=20,
-        check=False,
-    )
 
 
 def _publish(plan):

@@ -1,0 +1,50 @@
+"""Wait for a guest's SSH with overlapping attempts.
+
+A connection made before the guest's network is up can stall until its ConnectTimeout (QEMU's
+user-mode NAT accepts it on the host and then never completes it to the guest), so one attempt
+at a time loses up to a whole timeout per stalled attempt: measured 7.5 s of an 11.2 s wait
+on the tiny guest. A new attempt starts every `every` seconds while older ones still run, at
+most `most` at once, each killed after `lifetime`; the first to succeed wins.
+"""
+
+import subprocess
+import time
+
+
+def until_ok(command, *, deadline, every=1.0, most=4, lifetime=20.0, check=lambda: None):
+    """(True, "") once an attempt of `command` exits 0, or (False, the last failure's stderr)
+    at the monotonic `deadline`. `check()` runs every `every` seconds and may raise to stop.
+    No attempt outlives the call."""
+    running, last, next_start = [], "", 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            for attempt, began in list(running):
+                if attempt.poll() is None and now - began < lifetime:
+                    continue
+                running.remove((attempt, began))
+                if attempt.returncode == 0:
+                    attempt.communicate()
+                    return True, ""
+                if attempt.returncode is None:
+                    attempt.kill()
+                    last = f"no answer in {lifetime:g}s"
+                last = attempt.communicate()[1].strip() or last
+            if now >= deadline:
+                return False, last
+            if now >= next_start:
+                check()
+                next_start = now + every
+                if len(running) < most:
+                    running.append((_start(command), now))
+            time.sleep(0.05)
+    finally:
+        for attempt, _ in running:
+            attempt.kill()
+            attempt.communicate()
+
+
+def _start(command):
+    return subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
