@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 import libvirt_qemu
+from vtorque.readiness import until_ok
 
 PREFIX = "vtt-"
 
@@ -148,48 +149,47 @@ class Guest:
         return status["exitcode"], decode("out-data"), decode("err-data")
 
 
+def ssh_argv(port, user, key, known_hosts, command):
+    """ssh to the guest as `user`, with strict host-key checking against `known_hosts` only."""
+    return [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-p",
+        str(port),
+        "-i",
+        str(key),
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "LogLevel=ERROR",
+        f"{user}@127.0.0.1",
+        command,
+    ]
+
+
 def ssh(port, user, key, known_hosts, command, timeout=60):
-    """Run `command` over SSH with strict host-key checking against `known_hosts` only."""
-    return subprocess.run(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-p",
-            str(port),
-            "-i",
-            str(key),
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-            f"{user}@127.0.0.1",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run `command` over SSH (see ssh_argv)."""
+    argv = ssh_argv(port, user, key, known_hosts, command)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def wait_ssh(port, user, key, known_hosts, timeout):
-    """Seconds until SSH runs `true`; AssertionError with the last error otherwise."""
-    start, last = time.monotonic(), None
-    while time.monotonic() - start < timeout:
-        last = ssh(port, user, key, known_hosts, "true", timeout=15)
-        if last.returncode == 0:
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise AssertionError(f"no SSH as {user} on 127.0.0.1:{port} in {timeout}s: {last.stderr if last else ''}")
+    """Seconds until SSH runs `true`, waited for as the prologue waits (overlapping attempts);
+    AssertionError with the last error otherwise."""
+    start = time.monotonic()
+    ready, last = until_ok(ssh_argv(port, user, key, known_hosts, "true"), deadline=start + timeout)
+    if not ready:
+        raise AssertionError(f"no SSH as {user} on 127.0.0.1:{port} in {timeout}s: {last}")
+    return time.monotonic() - start
 
 
 def ssh_keypair(key):

@@ -4,14 +4,15 @@ A connection made before the guest's network is up can stall until its ConnectTi
 user-mode NAT accepts it on the host and then never completes it to the guest), so one attempt
 at a time loses up to a whole timeout per stalled attempt: measured 7.5 s of an 11.2 s wait
 on the tiny guest. A new attempt starts every `every` seconds while older ones still run, at
-most `most` at once, each killed after `lifetime`; the first to succeed wins.
+most `most` at once (enough to cover the 5 s a stalled ssh attempt waits), each killed after
+`lifetime`; the first to succeed wins, at most `every` after the guest could answer.
 """
 
 import subprocess
 import time
 
 
-def until_ok(command, *, deadline, every=1.0, most=4, lifetime=20.0, check=lambda: None):
+def until_ok(command, *, deadline, every=0.5, most=10, lifetime=20.0, check=lambda: None):
     """(True, "") once an attempt of `command` exits 0, or (False, the last failure's stderr)
     at the monotonic `deadline`. `check()` runs every `every` seconds and may raise to stop.
     No attempt outlives the call."""
