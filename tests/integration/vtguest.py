@@ -49,10 +49,19 @@ class GuestImage:
         return json.loads((self.dir / "image.json").read_text())
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now and not handed out before by this process: the kernel may offer
+    a just-closed port again, and two guests prepared together would then share it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def domain_xml(name, image, *, serial_log, disks=(), ssh_port=None, memory_mib=256, vcpus=1, cmdline=None):
