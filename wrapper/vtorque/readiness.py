@@ -12,7 +12,7 @@ import subprocess
 import time
 
 
-def until_ok(command, *, deadline, every=0.5, most=10, lifetime=20.0, check=lambda: None):
+def until_ok(command, *, deadline, every=1.0, most=6, lifetime=20.0, check=lambda: None):
     """(True, "") once an attempt of `command` exits 0, or (False, the last failure's stderr)
     at the monotonic `deadline`. `check()` runs every `every` seconds and may raise to stop.
     No attempt outlives the call."""
