@@ -27,8 +27,8 @@ network:
 """
 
 
-def job(nodes=(("n1", 4),), workdir="/home/alice/run"):
-    return TorqueJob("prologue", "42.head", "alice", "physics", "sim", "/x.SC", None, nodes, workdir)
+def job(nodes=(("n1", 4),), workdir="/home/alice/run", job_id="42.head"):
+    return TorqueJob("prologue", job_id, "alice", "physics", "sim", "/x.SC", None, nodes, workdir)
 
 
 def assert_cloud_init_accepts(tmp_path, user_data):
@@ -92,6 +92,19 @@ def test_user_mode_forwards_a_distinct_loopback_port_per_vm():
         config.network.ssh_port_base <= p < config.network.ssh_port_base + 10000 for p in ports
     )
     assert {vm.ssh_host for vm in plan.vms} == {"127.0.0.1"} and plan.vms[0].address == "10.0.2.15/24"
+
+
+def test_user_mode_ports_of_one_job_never_collide(monkeypatch):
+    """Ports come from each VM's UUID; two VMs of a job landing on one port would stop QEMU, the
+    same way on every requeue. With a span of 2, half of all jobs would collide without the probe."""
+    monkeypatch.setattr("vtorque.plan.SSH_PORT_SPAN", 2)
+    for number in range(20):
+        plan, config = plan_for("vms_per_node=2,vcpus=1", "defaults: {img: tiny}", job_id=f"{number}.head")
+        base = config.network.ssh_port_base
+        assert sorted(vm.ssh_port for vm in plan.vms) == [base, base + 1], plan.job_id
+    monkeypatch.setattr("vtorque.plan.SSH_PORT_SPAN", 1)
+    with pytest.raises(PlanError, match="no free SSH forward port left in 22200..22200"):
+        plan_for("vms_per_node=2,vcpus=1", "defaults: {img: tiny}")
 
 
 def test_mounts_follow_the_site_config():

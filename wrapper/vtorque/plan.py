@@ -96,11 +96,11 @@ def make_plan(job, request, config, owner):
             "vcpu_pinning pins vCPUs to fixed host cores, which needs whole nodes"
             " (policy.exclusive_node_alloc: false here, so other jobs may use those cores)"
         )
-    vms, rank = [], 0
+    vms, rank, ports = [], 0, set()
     for node in nodes:
         addresses = _node_addresses(network, node, request.vms_per_node)
         for index in range(request.vms_per_node):
-            vms.append(_vm(job.job_id, node, index, rank, request, config, addresses))
+            vms.append(_vm(job.job_id, node, index, rank, request, config, addresses, ports))
             rank += 1
     image = {
         "name": request.image.name,
@@ -149,13 +149,12 @@ def _node_addresses(network, node, count):
     return addresses
 
 
-def _vm(job_id, node, index, rank, request, config, addresses):
+def _vm(job_id, node, index, rank, request, config, addresses, ports):
     identity = naming.vm_identity(job_id, node, index, config.state_dir)
     network = config.network
     if network.mode == "user":
         address, gateway, dns = USER_NET["address"], USER_NET["gateway"], USER_NET["dns"]
-        offset = uuid.UUID(identity.uuid).int % SSH_PORT_SPAN
-        ssh_host, ssh_port = "127.0.0.1", network.ssh_port_base + offset
+        ssh_host, ssh_port = "127.0.0.1", _forward_port(network.ssh_port_base, identity.uuid, ports)
     else:
         prefix = ipaddress.ip_network(network.cidr).prefixlen
         address, gateway, dns = f"{addresses[index]}/{prefix}", network.gateway, network.dns
@@ -182,6 +181,18 @@ def _vm(job_id, node, index, rank, request, config, addresses):
         data_disk_mib=request.disk_mib,
         cpu_pinning=_pinning(index, request.vcpus, config.host_reserve.cores) if request.vcpu_pinning else (),
     )
+
+
+def _forward_port(base, vm_uuid, taken):
+    """User mode: the VM's host port, from its UUID, or the next free one up when another VM of
+    the job already has it: QEMU does not start with a forward whose port is taken."""
+    offset = uuid.UUID(vm_uuid).int
+    for step in range(SSH_PORT_SPAN):
+        port = base + (offset + step) % SSH_PORT_SPAN
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise PlanError(f"no free SSH forward port left in {base}..{base + SSH_PORT_SPAN - 1} for this job")
 
 
 def _on_ramdisk(path, request):
