@@ -95,6 +95,10 @@ class Site:
         job_dir = Path(naming.job_dir(job_id, str(self.state)))
         if job_dir.exists():
             found.append(str(job_dir))
+        claims = self.state / "ports"  # user-mode port claims (vtorque.ports) go with the job
+        for claim in claims.iterdir() if claims.is_dir() else ():
+            if os.readlink(claim) == str(job_dir):
+                found.append(str(claim))
         runners = subprocess.run(
             ["pgrep", "-f", f"runner-.*{naming.sanitise_job_id(job_id)}"], capture_output=True
         )

@@ -32,6 +32,7 @@ def main(argv, prog="vtorque sweep"):
 
     from vtorque.config import load_config
     from vtorque.jobrecord import prune_records
+    from vtorque.ports import release_ports
 
     config = load_config()
     live = live_jobs(config.torque.pbs_home)
@@ -43,6 +44,8 @@ def main(argv, prog="vtorque sweep"):
         "shutdown_timeout": config.timeouts.shutdown,
     }
     result = sweep(params, check_mode=args.dry_run)
+    if not args.dry_run:
+        release_ports(config.state_dir)  # claims of the job dirs just removed
     records = prune_records(
         config.state_dir, keep_days=config.records_keep_days, live_jobs=live, dry_run=args.dry_run
     )

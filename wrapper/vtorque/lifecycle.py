@@ -16,11 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from xml.sax.saxutils import quoteattr
 
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
 from vtorque.catalog import verify_image_files
 from vtorque.errors import RequestError, UntrustedFileError, VTorqueError
 from vtorque.jobrecord import report, update_record
 from vtorque.owner_side import owner_side
 from vtorque.plan import Owner, make_plan
+from vtorque.ports import claim_ports, release_ports
 from vtorque.readiness import until_ok
 from vtorque.request import load_request
 from vtorque.runner import run_playbook
@@ -83,6 +86,7 @@ def start(job, config):
         return ABORT
     cancelled = _cancellation(config, job.job_id, spool, owner.uid)
     try:
+        plan = claim_ports(plan, config.network.ssh_port_base)
         variables = _prepare(plan, config, extra, request.metadata)
         result = run_playbook(
             "start",
@@ -196,7 +200,7 @@ def _teardown(job_id, nodes, config):
         }
     }
     work_dir = os.path.join(config.state_dir, "runner")
-    return run_playbook(
+    result = run_playbook(
         "stop",
         nodes,
         variables,
@@ -205,6 +209,9 @@ def _teardown(job_id, nodes, config):
         timeout=config.timeouts.epilogue,
         local_nodes=config.runner.local_nodes,
     )
+    if result.ok:  # the job dir is gone, and with it what its port claims point at
+        release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
+    return result
 
 
 def _prepare(plan, config, extra=None, extra_source=""):

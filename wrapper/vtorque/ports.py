@@ -1,0 +1,74 @@
+"""User-mode SSH forward ports, claimed node-wide so that VMs of two jobs never share one.
+
+A VM's port comes from its UUID (plan.py); two jobs' VMs on one node may still hash to the same
+port, and the second QEMU then fails to start (the node would go offline for it). A claim is a
+symbolic link `<state_dir>/ports/<port>` to the claiming job's directory. It is live exactly
+while that directory exists, so no claim outlives its job's teardown, and a dangling one is
+free to take. Claims are made under a lock on the ports directory.
+"""
+
+import dataclasses
+import fcntl
+import os
+
+from vtorque.plan import SSH_PORT_SPAN, PlanError
+
+
+def claim_ports(plan, base):
+    """`plan` with every VM's port claimed on this node: its own, or the next free one up."""
+    if plan.network_mode != "user":
+        return plan
+    claims = os.path.join(plan.state_dir, "ports")
+    os.makedirs(claims, mode=0o700, exist_ok=True)
+    os.makedirs(plan.job_dir, mode=0o700, exist_ok=True)  # the claims point at it
+    lock = os.open(claims, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mine, vms = set(), []
+        for vm in plan.vms:
+            port = _claim(claims, plan.job_dir, vm.ssh_port, base, mine)
+            vms.append(dataclasses.replace(vm, ssh_port=port))
+    finally:
+        os.close(lock)
+    return dataclasses.replace(plan, vms=tuple(vms))
+
+
+def release_ports(state_dir, job_dir=None):
+    """Remove the claims that point at `job_dir`, or with no `job_dir` every dead claim (they
+    are free once their job dir is gone; this only tidies)."""
+    claims = os.path.join(state_dir, "ports")
+    try:
+        names = os.listdir(claims)
+    except FileNotFoundError:
+        return
+    for name in names:
+        link = os.path.join(claims, name)
+        target = _target(link)
+        if target is not None and (target == job_dir if job_dir else not os.path.exists(link)):
+            os.unlink(link)
+
+
+def _claim(claims, job_dir, port, base, mine):
+    for step in range(SSH_PORT_SPAN):
+        candidate = base + (port - base + step) % SSH_PORT_SPAN
+        link = os.path.join(claims, str(candidate))
+        target = _target(link)
+        if candidate in mine:
+            continue
+        if target is None and not os.path.lexists(link):  # free
+            os.symlink(job_dir, link)
+        elif target is not None and target != job_dir and not os.path.exists(link):  # a dead job's
+            os.unlink(link)
+            os.symlink(job_dir, link)
+        elif target != job_dir:  # a live job's (or not a claim at all)
+            continue
+        mine.add(candidate)
+        return candidate
+    raise PlanError(f"no free SSH forward port left in {base}..{base + SSH_PORT_SPAN - 1} on this node")
+
+
+def _target(link):
+    try:
+        return os.readlink(link)
+    except OSError:  # no such entry, or not a link
+        return None
