@@ -73,8 +73,8 @@ def update_record(state_dir, job_id, *, unless=None, **changes):
     """Merge `changes` into the job's record (phases and events are appended to); atomic
     replace, under a lock, so hooks racing on one job (two epilogues) lose no update. When
     `unless(record)` is true under that lock, nothing changes and None is returned."""
-    path = record_path(state_dir, job_id)
-    os.makedirs(os.path.dirname(record_path(state_dir, job_id, owner_copy=True)), mode=0o711, exist_ok=True)
+    path, copy = record_path(state_dir, job_id), record_path(state_dir, job_id, owner_copy=True)
+    os.makedirs(os.path.dirname(copy), mode=0o711, exist_ok=True)
     lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -85,7 +85,7 @@ def update_record(state_dir, job_id, *, unless=None, **changes):
         _replace(path, record)
         owner = _owner_ids(record.get("owner"))
         if owner:
-            _replace(record_path(state_dir, job_id, owner_copy=True), record, owner)
+            _replace(copy, record, owner)
         return record
     finally:
         os.close(lock)

@@ -183,12 +183,17 @@ def _vm(job_id, node, index, rank, request, config, addresses, ports):
     )
 
 
+def forward_ports_from(base, port):
+    """User mode: every forward port in `base`..+SSH_PORT_SPAN-1, from `port` upwards and round:
+    the order in which a VM whose own port is taken tries the others."""
+    return (base + (port - base + step) % SSH_PORT_SPAN for step in range(SSH_PORT_SPAN))
+
+
 def _forward_port(base, vm_uuid, taken):
     """User mode: the VM's host port, from its UUID, or the next free one up when another VM of
     the job already has it: QEMU does not start with a forward whose port is taken."""
-    offset = uuid.UUID(vm_uuid).int
-    for step in range(SSH_PORT_SPAN):
-        port = base + (offset + step) % SSH_PORT_SPAN
+    own = base + uuid.UUID(vm_uuid).int % SSH_PORT_SPAN
+    for port in forward_ports_from(base, own):
         if port not in taken:
             taken.add(port)
             return port

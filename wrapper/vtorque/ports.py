@@ -11,7 +11,7 @@ import dataclasses
 import fcntl
 import os
 
-from vtorque.plan import SSH_PORT_SPAN, PlanError
+from vtorque.plan import SSH_PORT_SPAN, PlanError, forward_ports_from
 
 
 def claim_ports(plan, base):
@@ -49,12 +49,11 @@ def release_ports(state_dir, job_dir=None):
 
 
 def _claim(claims, job_dir, port, base, mine):
-    for step in range(SSH_PORT_SPAN):
-        candidate = base + (port - base + step) % SSH_PORT_SPAN
-        link = os.path.join(claims, str(candidate))
-        target = _target(link)
+    for candidate in forward_ports_from(base, port):
         if candidate in mine:
             continue
+        link = os.path.join(claims, str(candidate))
+        target = _target(link)
         if target is None and not os.path.lexists(link):  # free
             os.symlink(job_dir, link)
         elif target is not None and target != job_dir and not os.path.exists(link):  # a dead job's
