@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_catalog_and_images_must_be_root_owned_and_not_writable_by_others(site):
 
 def test_images_cli_add_list_show_verify_remove(site):
     image = site.root / "images" / "new.qcow2"
-    image.write_bytes(b"QFI\xfb" + b"payload")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
     done = site.run(
         "vtorque", "images", "add", "new1", str(image), "--distro", "ubuntu", "--description", "New one"
     )
@@ -82,7 +83,8 @@ def test_images_cli_add_list_show_verify_remove(site):
     shown = json.loads(site.run("vtorque", "images", "show", "new1").stdout)
     assert shown["format"] == "qcow2" and shown["checksum"].startswith("sha256:")
     assert site.run("vtorque", "images", "verify", "new1").returncode == 0
-    image.write_bytes(b"QFI\xfb" + b"tampered")
+    with image.open("ab") as handle:
+        handle.write(b"tampered")
     verify = site.run("vtorque", "images", "verify", "new1")
     assert verify.returncode == 1 and "MISMATCH" in verify.stderr
     assert site.run("vtorque", "images", "remove", "new1").returncode == 0
@@ -103,8 +105,6 @@ def test_images_add_needs_root(site):
     done = site.run("vtorque", "images", "add", "x", "/nonexistent")
     assert done.returncode != 0
     if os.geteuid() == 0:
-        import subprocess
-
         vtorque = str(Path(sys.executable).parent / "vtorque")
         user = subprocess.run(
             [

@@ -19,8 +19,10 @@ code calls it again right before using them).
 """
 
 import hashlib
+import json
 import os
 import re
+import subprocess
 from dataclasses import asdict, dataclass
 
 from vtorque.config import DISTROS
@@ -33,6 +35,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
 QCOW2_MAGIC = b"QFI\xfb"
 QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit: data lives in another (host) file
 QCOW2_HEADER_BYTES = 64 * 1024  # header, extensions and backing file name all fit in the first cluster
+SECTOR_BYTES = 512
+QEMU_IMG_TIMEOUT = 60  # seconds; `info` reads a few header clusters, not the image
 _FIELDS = ("path", "format", "distro", "checksum", "description", "kernel", "initrd", "cmdline")
 _PATH_FIELDS = ("path", "kernel", "initrd")
 
@@ -141,9 +145,63 @@ def file_checksum(path):
     return f"sha256:{digest.hexdigest()}"
 
 
-def detect_format(path):
-    with open(path, "rb") as handle:
-        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+def probe_format(path):
+    """The format qemu-img detects for image file `path`, if vTorque can run it: a standalone
+    qcow2 or a raw disk; CatalogError naming the file otherwise. QEMU opens catalog images with
+    the recorded format, so a wrong one would only show when VMs fail to start."""
+    detected = _qemu_img_format(path)
+    if detected not in FORMATS:
+        raise CatalogError(
+            f"{path} is a {detected} image (qemu-img info); vTorque accepts {' or '.join(FORMATS)}"
+            f" (qemu-img convert -O qcow2 {path} NEW.qcow2 converts it)"
+        )
+    if detected == "raw":
+        _check_whole_sectors(path)
+    else:
+        with open(path, "rb") as handle:
+            references = qcow2_external_references(handle.read(QCOW2_HEADER_BYTES))
+        if references:
+            raise CatalogError(
+                f"{path} refers to {' and '.join(references)}; catalog images must be self-contained"
+                f" (qemu-img convert -O qcow2 {path} NEW.qcow2 flattens it)"
+            )
+    return detected
+
+
+def _qemu_img_format(path):
+    # No -f, so qemu-img detects the format; -U, so an image a running VM has locked can be
+    # probed. The path is absolute: qemu-img would read "json:{...}" or "nbd:..." as a protocol.
+    argv = ["qemu-img", "info", "-U", "--output=json", os.path.abspath(path)]
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=QEMU_IMG_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        raise CatalogError(f"cannot probe the format of {path} with qemu-img info: {err}") from None
+    if done.returncode != 0:
+        problem = done.stderr.strip() or f"exit status {done.returncode}"
+        raise CatalogError(f"{path} is not a disk image qemu-img can open: {problem}")
+    try:
+        return json.loads(done.stdout)["format"]
+    except (ValueError, KeyError, TypeError):
+        raise CatalogError(f"qemu-img info {path}: no format in its output {done.stdout[:200]!r}") from None
+
+
+def _check_whole_sectors(path):
+    # qemu-img reports "raw" for any file it does not recognise (text, random bytes), so that
+    # alone proves nothing. But a disk is addressed in whole sectors, so every raw disk image
+    # is a whole number of them; an empty or ragged file was never a disk.
+    size = os.path.getsize(path)
+    if size == 0 or size % SECTOR_BYTES:
+        raise CatalogError(
+            f"{path} is not a disk image: qemu-img finds no image format in it, and as a raw disk"
+            f" it would have to be a non-empty multiple of {SECTOR_BYTES} bytes, not {size} bytes"
+        )
 
 
 def virtual_size_mib(path):

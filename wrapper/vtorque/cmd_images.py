@@ -7,13 +7,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from vtorque.catalog import (
     ImageEntry,
     check_name,
-    detect_format,
     file_checksum,
     load_catalog,
+    probe_format,
     save_catalog,
     verify_image_files,
 )
@@ -27,12 +28,14 @@ def main(argv, prog="vtorque images"):
     listing = sub.add_parser("list", help="list catalog images")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("show", help="show one image").add_argument("name")
-    add = sub.add_parser("add", help="add an image (root); records its sha256 checksum")
+    add = sub.add_parser("add", help="add an image (root); records its format and sha256 checksum")
     add.add_argument("name")
     add.add_argument("path", help="absolute path of the base disk (root-owned, not group/other-writable)")
     add.add_argument("--distro", choices=DISTROS, default="debian")
     add.add_argument("--description", default="")
-    add.add_argument("--format", choices=("qcow2", "raw"), help="default: detected from the file")
+    add.add_argument(
+        "--format", choices=("qcow2", "raw"), help="default: as qemu-img detects it; must match that"
+    )
     add.add_argument("--kernel", help="kernel for direct boot")
     add.add_argument("--initrd", help="initrd for direct boot")
     add.add_argument("--cmdline", help="kernel command line for direct boot")
@@ -88,17 +91,28 @@ def main(argv, prog="vtorque images"):
     new = ImageEntry(
         name=args.name,
         path=os.path.abspath(args.path),
-        format=args.format or detect_format(args.path),
+        format="unprobed",
         distro=args.distro,
-        checksum=file_checksum(args.path),
         description=args.description,
         cmdline=args.cmdline,
         **paths,
     )
     if bool(new.kernel) != bool(new.initrd):
         raise CatalogError("direct kernel boot needs both --kernel and --initrd")
+    # Before qemu-img and sha256 read it: a root-owned regular file, no link, FIFO or device.
     verify_image_files(new)
+    new = replace(new, format=_image_format(new.path, args.format), checksum=file_checksum(new.path))
     entries[new.name] = new
     save_catalog(catalog_path, entries)
     print(f"added {new.name} ({new.checksum}) to {catalog_path}")
     return 0
+
+
+def _image_format(path, given):
+    """The format qemu-img detects; a --format that says otherwise is refused, not recorded."""
+    detected = probe_format(path)
+    if given and given != detected:
+        raise CatalogError(
+            f"{path} is {detected}, not {given} (qemu-img info); drop --format or give --format {detected}"
+        )
+    return detected
