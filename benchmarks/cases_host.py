@@ -13,7 +13,7 @@ from fakesite import make_site  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TRUE_HOOK = "#!/bin/sh\nexit 0\n"
-# Torque's minimal hook environment (torque-conventions.md §3): the hooks see little else.
+# Torque's minimal hook environment (docs/torque.md, "Environment"): the hooks see little else.
 HOOK_ENV = {"PATH": "/bin:/usr/bin", "LANG": "C"}
 
 

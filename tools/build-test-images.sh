@@ -141,7 +141,7 @@ debian_packages() {  # the packages named to debootstrap (it resolves their depe
   pinned_versions "${DEBIAN_INCLUDE[@]}" "$kpkg"
 }
 
-# cloud-init-guest.md's tuned recipe: NoCloud only, the cloud-init modules vTorque's seeds use,
+# The tuned recipe of docs/test-guests.md ("The debian guest"): NoCloud only, the cloud-init modules vTorque's seeds use,
 # units and drivers that cost seconds under TCG masked, a small initramfs, dbus for ACPI shutdown.
 build_debian() {  # OUT PACKAGES...
   local out=$1 root=$1/.work/rootfs mirror kver

@@ -69,7 +69,8 @@ def domain_xml(name, image, *, serial_log, disks=(), ssh_port=None, memory_mib=2
 
     disks: (path, format, readonly) tuples, attached as virtio vda, vdb, ...
     ssh_port: slirp user networking (restrict=on) with 127.0.0.1:ssh_port forwarded to the
-    guest's port 22 at 10.0.2.15 (feasibility.md §4.3b; libvirt 9.0 has no native forward).
+    guest's port 22 at 10.0.2.15 (libvirt 9.0's domain XML cannot express a user-mode port
+    forward, so it goes in as a <qemu:commandline> -netdev hostfwd).
     """
     q = quoteattr
     disk_xml = "".join(

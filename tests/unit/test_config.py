@@ -26,7 +26,7 @@ def test_empty_file_gives_documented_defaults():
     config = parse_config("", "/x.yml")
     assert config == SiteConfig()
     assert config.state_dir == "/var/lib/vtorque" and config.spool_dir == "/var/spool/vtorque"
-    assert config.torque.qsub == "qsub" and config.libvirt.virt_type == "kvm"
+    assert config.torque.qsub == "/usr/local/bin/qsub" and config.libvirt.virt_type == "kvm"
     assert config.policy.exclusive_node_alloc and not config.policy.allow_user_images
     assert config.source == "/x.yml"
 
@@ -128,12 +128,33 @@ def run(*args, env=None):
 
 def test_config_check_exit_codes_and_messages(tmp_path):
     good, bad = tmp_path / "good.yml", tmp_path / "bad.yml"
-    good.write_text("limits: {max_vcpus: 32}\n")
+    commands = (
+        "{" + ", ".join(f"{name}: /bin/true" for name in ("qsub", "qrls", "qdel", "qstat", "pbsnodes")) + "}"
+    )
+    good.write_text(f"limits: {{max_vcpus: 32}}\ntorque: {commands}\n")
     bad.write_text("limits: {max_vcpus: lots}\n")
     assert run("config", "check", str(good)).returncode == 0
     done = run("config", "check", str(bad))
     assert done.returncode == 1
     assert str(bad) in done.stderr and "limits.max_vcpus" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("pbsnodes", "torque.pbsnodes: expected an absolute path"),  # a hook's PATH would not find it
+        ("/nonexistent/pbsnodes", "torque.pbsnodes: /nonexistent/pbsnodes: no such file"),
+        ("{tmp}/plain", "torque.pbsnodes: {tmp}/plain: not executable"),
+    ],
+)
+def test_config_check_refuses_a_torque_command_a_hook_could_not_run(tmp_path, value, problem):
+    path = tmp_path / "site.yml"
+    (tmp_path / "plain").touch(mode=0o644)
+    value, problem = value.format(tmp=tmp_path), problem.format(tmp=tmp_path)
+    others = ", ".join(f"{name}: /bin/true" for name in ("qsub", "qrls", "qdel", "qstat"))
+    path.write_text(f"torque: {{{others}, pbsnodes: {value}}}\n")
+    done = run("config", "check", str(path))
+    assert done.returncode == 1 and problem in done.stderr, done.stderr
 
 
 def test_config_show_user_view_hides_admin_keys(world_readable_dir):

@@ -1,6 +1,7 @@
 """The real `vsub` console script against recording stand-ins for qsub/qrls/qdel."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,13 +53,23 @@ def test_bare_metal_stdin_script_reaches_qsub_on_stdin(site):
     assert site.calls() == [{"prog": "qsub", "argv": ["-l", "nodes=1"], "script": "#PBS -N piped\necho hi\n"}]
 
 
+BRIDGED = {
+    "mode": "bridge",
+    "cidr": "10.20.0.0/16",
+    "gateway": "10.20.0.1",
+    "derive": {"first": "10.20.1.10"},
+}
+
+
 def test_vm_job_holds_writes_request_then_releases(site, job):
+    site.write_config(network=BRIDGED)
     done = site.run("vsub", "-l", "nodes=2:ppn=1", "-vm", "vcpus=3,RAM=2G", str(job))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "1.fakeserver\n"
     qsub, qrls = site.calls()
     assert qsub["prog"] == "qsub" and qsub["argv"][0] == "-h"
-    assert qsub["argv"][1:5] == ["-l", "nodes=2:ppn=4", "-l", "naccesspolicy=uniqueuser"]
+    # -n: pbs_server makes the nodes job-exclusive (pbs_sched ignores -l naccesspolicy)
+    assert qsub["argv"][1:4] == ["-l", "nodes=2:ppn=4", "-n"]
     wrapper = Path(qsub["argv"][-1])
     assert wrapper.name == "job.sh"
     assert "#PBS -N myjob\n#PBS -l walltime=00:10:00\n" in qsub["script"]
@@ -87,6 +98,7 @@ def test_script_vm_lines_are_read_and_command_line_wins(site):
     script.write_text(
         "#!/bin/sh\n#PBS -vm vcpus=2,ram=3G\n#PBS -N keep -vm vms_per_node=2\necho\n#PBS -vm bad=1\n"
     )
+    site.write_config(network=BRIDGED)
     done = site.run("vsub", "--dry-run", "-vm", "vcpus=4", str(script))
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
@@ -95,6 +107,15 @@ def test_script_vm_lines_are_read_and_command_line_wins(site):
     assert plan["qsub"][-1].endswith("/wrapper/run.sh")
     assert "nodes=1:ppn=9" in plan["qsub"]  # 1 reserved + 4 vcpus x 2 VMs
     assert site.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "key"), [(["-l", "nodes=2"], "nodes=2"), (["-vm", "vms_per_node=2"], "vms_per_node=2")]
+)
+def test_user_mode_refuses_several_vms_at_submission_and_submits_nothing(site, job, argv, key):
+    done = site.run("vsub", *argv, "-vm", "vcpus=1", str(job))
+    assert done.returncode != 0 and f"vsub: {key}: network.mode is user on this site" in done.stderr
+    assert site.calls() == [] and os.listdir(site.spool) == []
 
 
 def test_stdin_vm_job_gets_a_wrapper_named_STDIN(site):

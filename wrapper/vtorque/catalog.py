@@ -25,6 +25,8 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
+
 from vtorque.config import DISTROS
 from vtorque.errors import CatalogError, VTorqueError
 from vtorque.trust import check_trusted_path, read_trusted
@@ -237,17 +239,4 @@ def save_catalog(path, entries):
     text = "# vTorque image catalog; edit with `vtorque images add|remove`.\n" + yaml.safe_dump(
         body, sort_keys=True, default_flow_style=False
     )
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    write_atomic(os.path.abspath(path), text, 0o644, sync=True)

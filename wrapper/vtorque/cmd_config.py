@@ -21,9 +21,13 @@ def main(argv, prog="vtorque config"):
 
     if args.action == "check":
         try:
-            load_config(args.path)
+            config = load_config(args.path)
         except ConfigError as err:
             print(err, file=sys.stderr)
+            return 1
+        problems = _command_problems(config)
+        if problems:
+            print(ConfigError(config.source, problems), file=sys.stderr)
             return 1
         print(f"{config_path(args.path)}: OK")
         return 0
@@ -35,3 +39,21 @@ def main(argv, prog="vtorque config"):
     sys.stdout.write(f"# {config.source}\n")
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
     return 0
+
+
+def _command_problems(config):
+    """Torque's commands must run on this host: a hook that cannot offline the node would let
+    Torque requeue a failing job onto it forever."""
+    from dataclasses import fields
+
+    from vtorque.config_file import command_problem
+
+    problems = []
+    for item in fields(config.torque):
+        if item.name == "pbs_home":
+            continue
+        path = getattr(config.torque, item.name)
+        problem = command_problem(path)
+        if problem:
+            problems.append(f"torque.{item.name}: {path}: {problem}")
+    return problems

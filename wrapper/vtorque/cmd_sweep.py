@@ -2,11 +2,16 @@
 
 A job runs on this node while pbs_mom holds its files in $PBS_HOME/mom_priv/jobs; every other
 job's domains (named vt-<job>-..., tagged with the job) and state directories are removed, and
-its record once it is older than `records_keep_days`.
+its record once it is older than `records_keep_days`. Spool dirs of jobs the server no longer
+knows (deleted while queued or held: Torque runs no hook for them) go once they are older than
+`spool_grace_minutes`, removed as their owner.
 """
 
 import argparse
 import os
+import stat
+import sys
+import time
 
 from vtorque.errors import VTorqueError
 
@@ -56,6 +61,44 @@ def main(argv, prog="vtorque sweep"):
         print(f"{verb} {path}")
     for job_id in records:
         print(f"{verb} the record of job {job_id} (older than {config.records_keep_days} days)")
-    if not (result["changed"] or records):
+    spools = sweep_spool(config, dry_run=args.dry_run)
+    for path in spools:
+        print(f"{verb} {path} (its job is unknown to the server)")
+    if not (result["changed"] or records or spools):
         print(f"nothing to sweep ({len(live)} running job(s) kept)")
     return 0
+
+
+def sweep_spool(config, *, dry_run=False):
+    """Spool dirs removed: those older than spool_grace_minutes whose job the server no longer
+    knows, and staging dirs a killed vsub left. Links and other files are never followed."""
+    from vtorque.errors import SubmitError
+    from vtorque.spool import STAGING_PREFIX, check_job_id, remove_as_owner
+    from vtorque.torque import server_knows
+
+    try:
+        names = sorted(os.listdir(config.spool_dir))
+    except FileNotFoundError:
+        return []
+    cutoff = time.time() - config.spool_grace_minutes * 60
+    removed = []
+    for name in names:
+        path = os.path.join(config.spool_dir, name)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_mtime >= cutoff or info.st_uid == 0:
+            continue
+        if not name.startswith(STAGING_PREFIX):
+            try:
+                check_job_id(name)
+            except SubmitError:
+                continue  # not vsub's
+            if server_knows(config.torque.qstat, name) is not False:
+                continue
+        if not dry_run:
+            try:
+                remove_as_owner(path, owner_uid=info.st_uid)
+            except VTorqueError as err:  # e.g. the owner's account is gone
+                print(f"vtorque sweep: {path} stays: {err}", file=sys.stderr)
+                continue
+        removed.append(path)
+    return removed

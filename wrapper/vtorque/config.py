@@ -65,6 +65,7 @@ class TorqueConfig:
     qsub: str = _opt(TORQUE_COMMANDS["qsub"], parse_command)
     qrls: str = _opt(TORQUE_COMMANDS["qrls"], parse_command)
     qdel: str = _opt(TORQUE_COMMANDS["qdel"], parse_command)
+    qstat: str = _opt(TORQUE_COMMANDS["qstat"], parse_command)
     pbsnodes: str = _opt(TORQUE_COMMANDS["pbsnodes"], parse_command)
     pbs_home: str = _opt("/var/spool/torque", _abs_path)
 
@@ -100,6 +101,9 @@ class Limits:
     max_disk_mib: int = _opt(1024 * 1024, parse_size_mib)
     max_iocm_cores: int = 12
     max_unclot_shmem_mib: int = _opt(16 * 1024, parse_size_mib)
+    # Failed starts (infrastructure failures) before the job is aborted instead of requeued;
+    # a second failure on one node aborts at once. Torque's pbs_sched would requeue forever.
+    start_attempts: int = _opt(2, min=1)
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,9 @@ class SiteConfig:
     spool_dir: str = _opt("/var/spool/vtorque", _abs_path)
     state_dir: str = _opt("/var/lib/vtorque", _abs_path)
     records_keep_days: int = _opt(30, min=0)
+    # `vtorque sweep` removes spool dirs of jobs the server no longer knows (deleted while queued
+    # or held: Torque runs no hook for them) once they are this old.
+    spool_grace_minutes: int = _opt(60, min=0)
     images: str = _opt("/etc/vtorque/images.yml", _abs_path)
     domain_template: str | None = _opt(None, _abs_path)
     torque: TorqueConfig = _opt(TorqueConfig())

@@ -12,7 +12,10 @@ from vtorque.errors import ConfigError, VTorqueError
 DEFAULT_PATH = "/etc/vtorque/vtorque.yml"
 ENV_VAR = "VTORQUE_CONFIG"
 MAX_BYTES = 1024 * 1024
-TORQUE_COMMANDS = {"qsub": "qsub", "qrls": "qrls", "qdel": "qdel", "pbsnodes": "pbsnodes"}
+# Absolute paths: hooks run with PATH=/bin:/usr/bin (docs/torque.md), where Torque's commands
+# usually are not. The defaults are where Torque's own `make install` puts them; the roles
+# write each host's real paths at deploy time.
+TORQUE_COMMANDS = {name: f"/usr/local/bin/{name}" for name in ("qsub", "qrls", "qdel", "qstat", "pbsnodes")}
 
 
 def config_path(path=None):
@@ -51,9 +54,22 @@ def parse_yaml(text, path):
 
 
 def parse_command(value):
-    if not isinstance(value, str) or not value or ("/" in value and not value.startswith("/")):
-        raise ValueError("expected a command name (looked up on PATH) or an absolute path")
-    return value
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(
+            "expected an absolute path: hooks run with PATH=/bin:/usr/bin, so a name is not found"
+            " (the roles resolve it at deploy time; `command -v` tells it)"
+        )
+    return os.path.normpath(value)
+
+
+def command_problem(path):
+    """Why the absolute command `path` cannot be run (None when it can); `vtorque config check`
+    and vsub ask, the hooks then trust the checked config."""
+    if not os.path.isfile(path):
+        return "no such file"
+    if not os.access(path, os.X_OK):
+        return "not executable"
+    return None
 
 
 def torque_command(data, name, path):

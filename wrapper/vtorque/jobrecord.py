@@ -19,7 +19,9 @@ import syslog
 import time
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
 
+from vtorque import statedir
 from vtorque.errors import VTorqueError
 from vtorque.owner_side import owner_side
 
@@ -74,7 +76,7 @@ def update_record(state_dir, job_id, *, unless=None, **changes):
     replace, under a lock, so hooks racing on one job (two epilogues) lose no update. When
     `unless(record)` is true under that lock, nothing changes and None is returned."""
     path, copy = record_path(state_dir, job_id), record_path(state_dir, job_id, owner_copy=True)
-    os.makedirs(os.path.dirname(copy), mode=0o711, exist_ok=True)
+    statedir.subdir(state_dir, "records/owner")
     lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -113,14 +115,7 @@ def _owner_ids(name):
 def _replace(path, record, owner=None):
     """Atomically replace `path` with `record`, 0600, root's or (uid, gid) `owner`'s. Root owns
     the directory, so the owner of the copy cannot put anything in its place."""
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(fd, 0o600)  # a stale temp file would keep its old mode
-        if owner:
-            os.fchown(fd, *owner)
-        json.dump(record, handle, indent=2, sort_keys=True)
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True), 0o600, owner)
 
 
 def report(message, *, state_dir, job_id, spool_job_dir=None, owner_uid=None, priority=syslog.LOG_ERR):

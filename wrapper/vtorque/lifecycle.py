@@ -1,6 +1,6 @@
 """What the root hooks do for a VM job: start its VMs, tear them down, record why.
 
-Exit codes follow Torque (torque-conventions §4): a request that is invalid at start aborts
+Exit codes follow Torque (docs/torque.md, "Exit codes"): a request that is invalid at start aborts
 the job (prologue exit 1, reason to the user's spool log and syslog); an infrastructure
 failure tears down what was started, takes the node offline with the reason, and exits 2 so
 Torque requeues the job elsewhere. Every phase ends before Torque's `$prologalarm` kill.
@@ -17,10 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from xml.sax.saxutils import quoteattr
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
 
+from vtorque import statedir
 from vtorque.catalog import verify_image_files
 from vtorque.errors import RequestError, UntrustedFileError, VTorqueError
-from vtorque.jobrecord import report, update_record
+from vtorque.jobrecord import load_record, report, update_record
 from vtorque.owner_side import owner_side
 from vtorque.plan import Owner, make_plan
 from vtorque.ports import claim_ports, release_ports
@@ -127,41 +129,74 @@ def start(job, config):
             if not isinstance(err, JobCancelled):  # what the start saw of it, for the admin
                 update_record(config.state_dir, job.job_id, event=f"start cut short: {_message(err)}")
             tell(f"{reason}: tearing down, not requeueing")
-            _teardown(job.job_id, plan.nodes, config)
+            _teardown(job.job_id, plan.nodes, config, graceful=False)
             update_record(config.state_dir, job.job_id, state="cancelled", reason=reason)
             return ABORT  # a deleted job: nothing to requeue, and the node is fine
         reason = _message(err)
-        tell(f"VM start failed on {socket.gethostname()}; tearing down and requeueing: {reason}")
+        node = socket.gethostname()
+        tell(f"VM start failed on {node}; tearing down: {reason}")
         for vm in plan.vms:
             console = _console_tail(vm.serial_log)
             if console:
                 update_record(config.state_dir, job.job_id, event=f"console of {vm.name}:\n{console}")
-        _teardown(job.job_id, plan.nodes, config)
-        _offline(config, job.job_id, reason)
-        update_record(config.state_dir, job.job_id, state="requeued", reason=reason)
-        return REQUEUE
+        _teardown(job.job_id, plan.nodes, config, graceful=False)
+        return _after_failed_start(job, config, node, reason, tell)
     return 0
 
 
+def _after_failed_start(job, config, node, reason, tell):
+    """An infrastructure failure: offline the node and requeue, unless that would start the job
+    here again or once too often (pbs_sched requeues a failing job forever): then abort."""
+    record = update_record(config.state_dir, job.job_id, event=f"start failed on {node}: {reason}")
+    failures = [*record.get("start_failures", []), node]
+    update_record(config.state_dir, job.job_id, start_failures=failures)
+    offline_problem = _offline(config, job.job_id, reason)
+    if failures.count(node) > 1:
+        verdict = f"its VMs failed to start on {node} before"
+    elif len(failures) >= config.limits.start_attempts:
+        verdict = f"its VMs failed to start {len(failures)} times (limits.start_attempts)"
+    elif offline_problem:
+        verdict = f"{node} could not be taken offline ({offline_problem}), so a requeue could land here again"
+    else:
+        tell(f"{node} is offline with the reason; the job is requeued")
+        update_record(config.state_dir, job.job_id, state="requeued", reason=reason)
+        return REQUEUE
+    tell(f"the job is aborted, not requeued: {verdict}; last failure: {reason}")
+    update_record(config.state_dir, job.job_id, state="aborted", reason=f"{verdict}: {reason}")
+    return ABORT
+
+
+START_ENDED = ("requeued", "cancelled", "aborted")  # what a prologue that did not start says
+REQUEUE_STATUSES = (-14, -3)  # Torque's epilogue $10 when the job goes back to the queue
+
+
 def stop(job, config):
-    """The mother superior's epilogue: every VM and file of the job goes, on every node."""
+    """The mother superior's epilogue: every VM and file of the job goes, on every node; its
+    spool dir too, unless Torque requeues the job (docs/torque.md)."""
     began = time.monotonic()
     nodes = tuple(host for host, _ in job.nodes) or (socket.gethostname(),)
+    before = (load_record(config.state_dir, job.job_id) or {}).get("state")
     # Said first: a prologue still starting this job's VMs then stops instead of taking the
     # teardown under it (a vanished guest) for an infrastructure failure.
     update_record(config.state_dir, job.job_id, state="stopping", stopped_at=time.time())
-    result = _teardown(job.job_id, nodes, config)
-    state = "ended" if result.ok else "teardown failed"
-    changes = {
-        "state": state,
-        "exit_status": job.exit_status,
-        "phases": {"epilogue": round(time.monotonic() - began, 2)},
-    }
+    # Only guests that ran the job are asked to shut down; a start cut short is destroyed at
+    # once (a booting guest ignores ACPI, and qdel must end the job promptly).
+    result = _teardown(job.job_id, nodes, config, graceful=before == "running")
+    changes = {"exit_status": job.exit_status, "phases": {"epilogue": round(time.monotonic() - began, 2)}}
     if not result.ok:
         changes["reason"] = "; ".join(result.failures) or result.status
         report(f"teardown failed: {changes['reason']}", state_dir=config.state_dir, job_id=job.job_id)
     update_record(config.state_dir, job.job_id, **changes)
-    if result.ok and job.exit_status is not None and job.exit_status >= 0:
+    # The state a failed start left (or a cancelled prologue writes meanwhile) is the story.
+    final = "ended" if result.ok else "teardown failed"
+    keep = before if before in START_ENDED and result.ok else None
+    update_record(
+        config.state_dir,
+        job.job_id,
+        state=keep or final,
+        unless=lambda record: result.ok and record.get("state") == "cancelled",
+    )
+    if job.exit_status not in REQUEUE_STATUSES:
         _remove_spool_dir(config, job)
     return 0
 
@@ -190,16 +225,17 @@ def stop_on_sister(job, config):
     return 0
 
 
-def _teardown(job_id, nodes, config):
+def _teardown(job_id, nodes, config, graceful=True):
+    """The job_stop playbook; `graceful` asks the guests to shut down first (timeouts.shutdown)."""
     variables = {
         "vtorque": {
             "uri": config.libvirt.uri,
             "job_id": job_id,
             "state_dir": config.state_dir,
-            "shutdown_timeout": config.timeouts.shutdown,
+            "shutdown_timeout": config.timeouts.shutdown if graceful else 0,
         }
     }
-    work_dir = os.path.join(config.state_dir, "runner")
+    work_dir = statedir.subdir(config.state_dir, "runner")
     result = run_playbook(
         "stop",
         nodes,
@@ -216,8 +252,7 @@ def _teardown(job_id, nodes, config):
 
 def _prepare(plan, config, extra=None, extra_source=""):
     """Job directory, per-job user key and per-VM host keys; the playbook's variables."""
-    os.makedirs(plan.job_dir, mode=0o711, exist_ok=True)
-    os.chmod(plan.job_dir, 0o711)  # noqa: S103 - the owner opens its key and vms.json by name, never lists
+    statedir.job_dir(plan.state_dir, plan.job_id)
     user_key = os.path.join(plan.job_dir, "id_ed25519")
     _keygen(user_key, f"vtorque-job-{plan.job_id}")
     os.chown(user_key, plan.owner.uid, plan.owner.gid)
@@ -380,7 +415,6 @@ def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
 def _cancellation(config, job_id, spool, owner_uid):
     """A check for "stop starting": the owner's qdel left the precancel flag in their spool dir
     (its existence is all that is read, as the owner), or the job's epilogue has begun."""
-    from vtorque.jobrecord import load_record
     from vtorque.jobrun import CANCELLED_FLAG
 
     flag = os.path.join(spool, CANCELLED_FLAG)
@@ -493,15 +527,7 @@ def _publish(plan):
 
 def _write(path, text, mode, owner=None):
     """Replace `path` in root's job dir with `text`; given to `owner` when it is theirs to read."""
-    temp = f"{path}.tmp"
-    if os.path.lexists(temp):
-        os.unlink(temp)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        if owner is not None:
-            os.fchown(handle.fileno(), owner.uid, owner.gid)
-    os.replace(temp, path)
+    write_atomic(path, text, mode, None if owner is None else (owner.uid, owner.gid))
 
 
 def _user_metadata(request, owner):
@@ -569,22 +595,24 @@ def _check_spool_dir(path, owner_uid):
 
 
 def _offline(config, job_id, reason):
-    """Take this node offline so the requeued job does not loop here (pbsnodes -o -N)."""
+    """Take this node offline so the requeued job does not loop here (pbsnodes -o -N); None,
+    or why that failed (also reported)."""
     node = socket.gethostname()
+    command = [config.torque.pbsnodes, "-o", "-N", f"vtorque: {reason[:200]}", node]
     try:
-        subprocess.run(
-            [config.torque.pbsnodes, "-o", "-N", f"vtorque: {reason[:200]}", node],
-            capture_output=True,
-            timeout=30,
-            check=False,
-            stdin=subprocess.DEVNULL,
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
         )
+        problem = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-200:]}"
     except (OSError, subprocess.SubprocessError) as err:
+        problem = str(err)
+    if problem:
         report(
-            f"could not take {node} offline with {config.torque.pbsnodes}: {err}",
+            f"could not take {node} offline with {config.torque.pbsnodes}: {problem}",
             state_dir=config.state_dir,
             job_id=job_id,
         )
+    return problem
 
 
 def _message(err):

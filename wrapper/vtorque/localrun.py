@@ -1,7 +1,7 @@
 """`vtorque run [--user NAME] [qsub options] [-vm ...] job.sh`: a VM job on this one machine.
 
 It submits with the real `vsub` (as the job owner) to a local queue, then plays pbs_mom to
-the letter of torque-conventions.md: node file in $PBS_HOME/aux, the mom_priv shims called as
+the letter of docs/torque.md: node file in $PBS_HOME/aux, the mom_priv shims called as
 root with 8/11 arguments and Torque's minimal environment, the job script as the owner with
 the job's full PBS_* environment from its home directory, qdel (Ctrl-C) as
 epilogue.precancel as the owner then SIGTERM, and the epilogue with the job's exit status.
@@ -35,7 +35,8 @@ DID_NOT_RUN = 125
 _MOM_NUMBERS = itertools.count()
 HOOKS = ("prologue", "prologue.parallel", "epilogue", "epilogue.parallel", "epilogue.precancel")
 QDEL_STATUS = 271  # 256 + SIGTERM, what Torque reports for a deleted running job
-ABORTED, REQUEUED = -2, -14
+ABORTED, REQUEUED, WALLTIME = -2, -14, -11
+HOOK_UMASK = 0o077  # pbs_mom's default job umask, which its pelogs inherit too (docs/torque.md)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class PbsMom:
         data = read_config_data(path)
         bin_dir = os.path.join(self.pbs_home, "bin")
         torque = dict(data.get("torque") or {})
-        for program in ("qsub", "qrls", "qdel", "pbsnodes"):
+        for program in ("qsub", "qrls", "qdel", "qstat", "pbsnodes"):
             shim = os.path.join(bin_dir, program)
             with open(shim, "w", encoding="utf-8") as handle:
                 run = (
@@ -196,6 +197,7 @@ class PbsMom:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            umask=HOOK_UMASK,
             **_as_user(job.user),
         )
         job.session = child.pid
@@ -213,6 +215,24 @@ class PbsMom:
         try:
             os.killpg(child.pid, signal.SIGTERM)
         except ProcessLookupError:
+            pass
+
+    def walltime_exceeded(self, job, child):
+        """The mom's limit check: precancel as the owner, SIGTERM to the session, then the
+        epilogues with $10 = -11."""
+        self.qdel(job, child)
+        child.wait()
+        return self.epilogue(job, WALLTIME)
+
+    def delete_queued(self, job):
+        """qdel of a job still queued or held, by its owner: pbs_server forgets it and no pelog
+        runs at all, so whatever vsub left in the spool stays for `vtorque sweep`."""
+        qdel = os.path.join(self.pbs_home, "bin", "qdel")
+        subprocess.run([qdel, job.job_id], check=True, env=self._user_env(job.user, {}), **_as_user(job.user))
+
+    def forget(self, job):
+        """pbs_server forgets a completed job (keep_completed passed): qstat no longer knows it."""
+        with open(os.path.join(self.queue, f"{job.job_id}.forgotten"), "w", encoding="utf-8"):
             pass
 
     def epilogue(self, job, status):
@@ -277,6 +297,7 @@ class PbsMom:
             stdout=output,
             stderr=output,
             check=False,
+            umask=HOOK_UMASK,
             **(_as_user(job.user) if as_owner else {}),
         )
         return done.returncode

@@ -81,26 +81,40 @@ class JobPlan:
         return asdict(self)
 
 
+def check_network_fits(mode, node_count, vms_per_node):
+    """vsub refuses, and the prologue again, a job whose VMs could not reach each other: in user
+    mode every guest is 10.0.2.15 behind its own NAT, reached only from the mother superior."""
+    if mode != "user":
+        return
+    if node_count > 1:
+        raise PlanError(
+            f"nodes={node_count}: network.mode is user on this site, where guests are reached only"
+            " through port forwards of the mother superior, so a VM job runs on one node"
+            " (an admin can set network.mode bridge or network)"
+        )
+    if vms_per_node > 1:
+        raise PlanError(
+            f"vms_per_node={vms_per_node}: network.mode is user on this site, where each VM sits behind"
+            " its own NAT and VMs cannot reach each other, so a job gets one VM (vms_per_node=1)"
+        )
+
+
 def make_plan(job, request, config, owner):
     nodes = tuple(host for host, _ in job.nodes)
     if not nodes:
         raise PlanError(f"job {job.job_id} has no nodes (empty node file)")
     network = config.network
-    if network.mode == "user" and len(nodes) > 1:
-        raise PlanError(
-            "network.mode user reaches guests through 127.0.0.1 port forwards of the mother superior,"
-            f" so it serves single-node jobs only; this job has {len(nodes)} nodes (use bridge)"
-        )
+    check_network_fits(network.mode, len(nodes), request.vms_per_node)
     if request.vcpu_pinning and not config.policy.exclusive_node_alloc:
         raise PlanError(
             "vcpu_pinning pins vCPUs to fixed host cores, which needs whole nodes"
             " (policy.exclusive_node_alloc: false here, so other jobs may use those cores)"
         )
-    vms, rank, ports = [], 0, set()
+    vms, rank = [], 0
     for node in nodes:
         addresses = _node_addresses(network, node, request.vms_per_node)
         for index in range(request.vms_per_node):
-            vms.append(_vm(job.job_id, node, index, rank, request, config, addresses, ports))
+            vms.append(_vm(job.job_id, node, index, rank, request, config, addresses))
             rank += 1
     image = {
         "name": request.image.name,
@@ -149,12 +163,12 @@ def _node_addresses(network, node, count):
     return addresses
 
 
-def _vm(job_id, node, index, rank, request, config, addresses, ports):
+def _vm(job_id, node, index, rank, request, config, addresses):
     identity = naming.vm_identity(job_id, node, index, config.state_dir)
     network = config.network
     if network.mode == "user":
         address, gateway, dns = USER_NET["address"], USER_NET["gateway"], USER_NET["dns"]
-        ssh_host, ssh_port = "127.0.0.1", _forward_port(network.ssh_port_base, identity.uuid, ports)
+        ssh_host, ssh_port = "127.0.0.1", _forward_port(network.ssh_port_base, identity.uuid)
     else:
         prefix = ipaddress.ip_network(network.cidr).prefixlen
         address, gateway, dns = f"{addresses[index]}/{prefix}", network.gateway, network.dns
@@ -189,15 +203,10 @@ def forward_ports_from(base, port):
     return (base + (port - base + step) % SSH_PORT_SPAN for step in range(SSH_PORT_SPAN))
 
 
-def _forward_port(base, vm_uuid, taken):
-    """User mode: the VM's host port, from its UUID, or the next free one up when another VM of
-    the job already has it: QEMU does not start with a forward whose port is taken."""
-    own = base + uuid.UUID(vm_uuid).int % SSH_PORT_SPAN
-    for port in forward_ports_from(base, own):
-        if port not in taken:
-            taken.add(port)
-            return port
-    raise PlanError(f"no free SSH forward port left in {base}..{base + SSH_PORT_SPAN - 1} for this job")
+def _forward_port(base, vm_uuid):
+    """User mode: the VM's own host port, from its UUID (a job has one VM there); the prologue
+    claims it on the node, or the next free one up (ports.py)."""
+    return base + uuid.UUID(vm_uuid).int % SSH_PORT_SPAN
 
 
 def _on_ramdisk(path, request):

@@ -11,6 +11,7 @@ import dataclasses
 import fcntl
 import os
 
+from vtorque import statedir
 from vtorque.plan import SSH_PORT_SPAN, PlanError, forward_ports_from
 
 
@@ -18,9 +19,8 @@ def claim_ports(plan, base):
     """`plan` with every VM's port claimed on this node: its own, or the next free one up."""
     if plan.network_mode != "user":
         return plan
-    claims = os.path.join(plan.state_dir, "ports")
-    os.makedirs(claims, mode=0o700, exist_ok=True)
-    os.makedirs(plan.job_dir, mode=0o700, exist_ok=True)  # the claims point at it
+    claims = statedir.subdir(plan.state_dir, "ports")
+    statedir.job_dir(plan.state_dir, plan.job_id)  # the claims point at it
     lock = os.open(claims, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)

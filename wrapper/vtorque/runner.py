@@ -52,11 +52,11 @@ def inventory(nodes, local=None):
 def run_playbook(
     phase, nodes, variables, *, work_dir, runner_config, timeout, local_nodes=None, cancelled=None
 ):
-    """Run `job_<phase>.yml` over `nodes` with `variables`; RunResult with the failed tasks'
-    messages. `cancelled()`, polled while it runs, stops the run when it answers True."""
+    """Run `job_<phase>.yml` over `nodes` with `variables` in a fresh dir under the existing,
+    root-only `work_dir`; RunResult with the failed tasks' messages. `cancelled()`, polled while
+    it runs, stops the run when it answers True."""
     import ansible_runner
 
-    os.makedirs(work_dir, mode=0o700, exist_ok=True)
     private = os.path.join(work_dir, f"runner-{phase}-{time.time_ns()}")
     os.mkdir(private, 0o700)
     vars_file = os.path.join(private, "vars.yml")

@@ -10,6 +10,8 @@ import re
 import shutil
 import tempfile
 
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
+
 from vtorque.errors import SubmitError
 from vtorque.owner_side import owner_side
 
@@ -56,10 +58,8 @@ def publish(staging, spool_dir, job_id):
 
 
 def write_request(job_dir, document):
-    data = (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
-    temp = os.path.join(job_dir, ".request.json.tmp")
-    write_new_file(temp, data, 0o600)
-    os.replace(temp, os.path.join(job_dir, "request.json"))
+    data = json.dumps(document, sort_keys=True, indent=2) + "\n"
+    write_atomic(os.path.join(job_dir, "request.json"), data, 0o600)
 
 
 def remove(path):

@@ -1,11 +1,12 @@
 """What Torque tells a hook: the job from pbs_mom's argv, environment and node file.
 
-docs/torque-conventions (shared reference): prologues get 8 arguments, epilogues 11; the job
+docs/torque.md (arguments, environment): prologues get 8 arguments, epilogues 11; the job
 id is $1 and the owner $2; the node file is $PBS_NODEFILE on the mother superior, rebuilt as
 $PBS_HOME/aux/<jobid> when absent; sisters have none.
 """
 
 import os
+import subprocess
 from dataclasses import dataclass
 
 from vtorque.errors import VTorqueError
@@ -92,3 +93,20 @@ def read_nodefile(path):
     for host in lines:
         slots[host] = slots.get(host, 0) + 1
     return tuple(slots.items())
+
+
+UNKNOWN_JOB = "Unknown Job Id"  # what qstat says (exit 153) of a job the server has forgotten
+
+
+def server_knows(qstat, job_id):
+    """Whether pbs_server still knows `job_id` (queued, held, running or kept completed); None
+    when qstat could not tell (server down, timeout): then nothing may be removed for it."""
+    try:
+        done = subprocess.run(
+            [qstat, job_id], capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode == 0:
+        return True
+    return False if UNKNOWN_JOB in done.stderr else None

@@ -104,15 +104,14 @@ def _read_script(args):
 
 
 def _command_path(command, name, source):
-    """Absolute path of torque.<name>: as configured, or looked up on PATH."""
-    import shutil
-
+    """torque.<name> (an absolute path, as the config requires), checked to be runnable."""
+    from vtorque.config_file import command_problem
     from vtorque.errors import SubmitError
 
-    path = command if command.startswith("/") else shutil.which(command)
-    if not path or not os.access(path, os.X_OK):
-        raise SubmitError(f"{name} command {command!r} (torque.{name} in {source}) is not executable")
-    return path
+    problem = command_problem(command)
+    if problem:
+        raise SubmitError(f"{name} command {command!r} (torque.{name} in {source}): {problem}")
+    return command
 
 
 def _qsub_command(config, name):
@@ -157,6 +156,13 @@ def _submit_vm_job(config, args, script, dry_run):
     options = parse_vm_values([*script.vm, *((value, "command line") for value in args.vm)])
     request = resolve_request(options, config, owner_uid=os.getuid(), cwd=os.getcwd())
     args, notes = _fit_resources(args, script, request, config)
+    from vtorque.plan import check_network_fits
+    from vtorque.qsub_args import QsubArgs, nodes_count, resource
+
+    merged = QsubArgs(script.args.options + args.options)
+    check_network_fits(
+        config.network.mode, nodes_count(resource(merged, "nodes") or "1"), request.vms_per_node
+    )
     for note in notes:
         print(f"vsub: note: {note}", file=sys.stderr)
     user_hold = args.has("h") or script.args.has("h")
@@ -173,7 +179,7 @@ def _submit_vm_job(config, args, script, dry_run):
 
 
 def _fit_resources(args, script, request, config):
-    """Raise ppn (and mem, when given) to what the VMs need; add naccesspolicy if the site wants it."""
+    """Raise ppn (and mem, when given) to what the VMs need; ask for whole nodes (-n) if the site wants it."""
     from vtorque.qsub_args import QsubArgs, mem_mib, nodes_count, raise_ppn, resource, set_resource
 
     merged = QsubArgs(script.args.options + args.options)  # command line last: it wins
@@ -200,8 +206,10 @@ def _fit_resources(args, script, request, config):
                 f" + ram {request.ram_mib} MiB x vms_per_node {request.vms_per_node})"
                 f" x {nodes_count(new_spec)} node(s)"
             )
-    if config.policy.exclusive_node_alloc and resource(merged, "naccesspolicy") is None:
-        args = set_resource(args, "naccesspolicy", "uniqueuser")
+    if config.policy.exclusive_node_alloc and not merged.has("n"):
+        # qsub -n (node_exclusive): pbs_server itself marks the nodes job-exclusive, whatever the
+        # scheduler; -l naccesspolicy is only read by Moab/Maui, pbs_sched ignores it (docs/torque.md).
+        args = args._replace(options=(*args.options, ("n", None)))
     return args, notes
 
 
@@ -217,7 +225,8 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
     staging = spool.create_staging(config.spool_dir)
     try:
         spool.write_new_file(os.path.join(staging, "job.sh"), script.content, 0o700)
-        os.mkdir(os.path.join(staging, "wrapper"), 0o755)
+        os.mkdir(os.path.join(staging, "wrapper"))
+        os.chmod(os.path.join(staging, "wrapper"), 0o755)  # noqa: S103 - whatever the user's umask
         wrapper = os.path.join(staging, "wrapper", script.name)
         vtorque_bin = os.path.join(os.path.dirname(sys.executable), "vtorque")
         body = render_job_wrapper(

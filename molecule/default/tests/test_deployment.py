@@ -5,6 +5,7 @@ The phase comes from the scenario: side_effect (uninstall) writes `uninstalled` 
 """
 
 import pytest
+import yaml
 
 ROOT = "/var/tmp/vtorque-molecule"
 MOM_PRIV = f"{ROOT}/pbs_home/mom_priv"
@@ -65,6 +66,14 @@ def test_the_package_config_and_catalog_are_in_place(host, phase):
     listed = host.run(f"VTORQUE_CONFIG=/etc/vtorque/vtorque.yml {VENV}/bin/vtorque images verify tiny")
     assert listed.rc == 0, listed.stdout + listed.stderr
     assert host.file(f"{ROOT}/spool").mode == 0o1777 and host.file(f"{ROOT}/spool").user == "root"
+
+
+def test_the_config_names_torques_commands_by_the_absolute_paths_found_at_deploy(host, phase):
+    """Hooks get PATH=/bin:/usr/bin from pbs_mom: a bare `pbsnodes` would never be found."""
+    installed_only(phase)
+    torque = yaml.safe_load(host.file("/etc/vtorque/vtorque.yml").content_string)["torque"]
+    names = ("qsub", "qrls", "qdel", "qstat", "pbsnodes")
+    assert {name: torque[name] for name in names} == {name: f"{ROOT}/torque/bin/{name}" for name in names}
 
 
 def test_users_get_vsub_on_path_and_a_module_file(host, phase):

@@ -17,9 +17,9 @@ import json
 import os
 import re
 import struct
-import tempfile
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import InvalidSpec
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
 
 SEED_LABEL = "cidata"
 SECTOR = 2048
@@ -218,21 +218,9 @@ def build_seed_image(files: dict[str, bytes]) -> bytes:
 
 
 def write_seed_image(files: dict[str, bytes], path: str) -> None:
-    """Write the seed image atomically (temp file in the same directory, then rename)."""
-    image = build_seed_image(files)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".seed-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(image)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)  # it holds the VM's private host key (libvirt hands it to QEMU)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the seed image atomically, 0600: it holds the VM's private host key (libvirt hands
+    it to QEMU)."""
+    write_atomic(path, build_seed_image(files), 0o600, sync=True)
 
 
 def _describe(files: dict[str, bytes]) -> str:
