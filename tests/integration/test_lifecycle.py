@@ -78,8 +78,10 @@ def test_a_request_changed_after_submission_aborts_with_the_reason_for_the_user(
         assert reason in site.record(job.job_id)["events"][-1]["text"]
     assert (site.spool / job.job_id / "vtorque.log").stat().st_uid == 4500
     assert mom.epilogue(job, -2) == 0
-    assert site.record(job.job_id)["state"] == "ended"
+    record = site.record(job.job_id)
+    assert (record["state"], record["exit_status"]) == ("aborted", -2)  # the epilogue keeps the story
     assert site.leftovers(libvirt_conn, job.job_id) == []
+    assert not (site.spool / job.job_id).exists()  # -2 is final: nothing of the job stays
 
 
 def test_qdel_ends_the_job_promptly_and_the_epilogue_leaves_nothing(site, mom, libvirt_conn):
@@ -122,8 +124,56 @@ def test_a_vm_that_never_boots_is_torn_down_the_node_offlined_and_the_job_requeu
         assert site.leftovers(libvirt_conn, job.job_id) == []
         assert mom.epilogue(job, -14) == 0
         assert site.leftovers(libvirt_conn, job.job_id) == []
+        assert site.record(job.job_id)["state"] == "requeued"  # the epilogue keeps the story
+        assert (site.spool / job.job_id).is_dir()  # -14: the job comes back, and needs its request
+
+        # An admin cleared the node, Torque starts the job here again, and it fails again: no
+        # loop (pbs_sched would requeue it forever), the job is aborted with the reason.
+        assert mom.prologue(job) == 1
+        record = site.record(job.job_id)
+        assert record["state"] == "aborted" and "failed to start on" in record["reason"], record
+        assert "did not accept SSH" in (site.spool / job.job_id / "vtorque.log").read_text()
+        assert mom.epilogue(job, -2) == 0
+        assert site.leftovers(libvirt_conn, job.job_id) == [] and not (site.spool / job.job_id).exists()
     finally:
         site.sweep(mom)
+        mom.close()
+        site.close()
+
+
+def test_walltime_exceeded_ends_the_job_and_leaves_no_spool_or_state(site, mom, libvirt_conn):
+    site.write_job("long.sh", "#!/bin/sh\necho started\nsleep 600\n")
+    job = mom.submit(USER, ["-vm", "vcpus=1", "long.sh"], str(site.workdir))
+    assert mom.prologue(job) == 0
+    child = mom.run_job(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout.readline() == b"started\n"
+    assert mom.walltime_exceeded(job, child) == 0
+    record = site.record(job.job_id)
+    assert (record["state"], record["exit_status"]) == ("ended", -11)
+    assert site.leftovers(libvirt_conn, job.job_id) == []
+    assert not (site.spool / job.job_id).exists()  # before: kept for every negative status
+
+
+def test_a_job_deleted_while_held_runs_no_hook_and_the_sweep_removes_its_spool(tiny_image):
+    site = Site(tiny_image, spool_grace_minutes=0)
+    mom = PbsMom(str(site.config))
+    try:
+        site.write_job("job.sh", JOB)
+        job = mom.submit(USER, ["-vm", "vcpus=1", "-h", "job.sh"], str(site.workdir))
+        mom.delete_queued(job)
+        spool = site.spool / job.job_id
+        assert (spool / "request.json").exists()  # Torque ran nothing that could remove it
+        swept = subprocess.run(
+            [str(Path(sys.executable).parent / "vtorque"), "sweep"],
+            env={**os.environ, "VTORQUE_CONFIG": mom.config},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert swept.returncode == 0, swept.stderr
+        assert f"removed {spool} (its job is unknown to the server)" in swept.stdout
+        assert not spool.exists()
+    finally:
         mom.close()
         site.close()
 

@@ -100,5 +100,8 @@ def sweep_spool(config, *, dry_run=False):
             except VTorqueError as err:  # e.g. the owner's account is gone
                 print(f"vtorque sweep: {path} stays: {err}", file=sys.stderr)
                 continue
+            if os.path.lexists(path):  # what its owner could not remove
+                print(f"vtorque sweep: {path} stays: its owner could not remove all of it", file=sys.stderr)
+                continue
         removed.append(path)
     return removed

@@ -32,7 +32,11 @@ from vtorque.runner import run_playbook
 from vtorque.seeds import JobKeys, merge_metadata, seed_for
 
 ABORT, REQUEUE = 1, 2
-TEARDOWN_RESERVE = 20  # seconds kept for tearing down after a failed start
+# A start cut short by qdel exits 0: pbs_mom's job starter child waits for an answer that a
+# deleted job never gets, and only gives up (after 120 s) when the prologue said 0; after any
+# other exit it waits forever, one hung pbs_mom per such job (docs/torque.md, qdel).
+CANCELLED = 0
+TEARDOWN_RESERVE = 20  # seconds kept for destroying the VMs after a failed start
 STOPPED = ("stopping", "ended", "teardown failed")  # record states an epilogue leaves
 FLAG_POLL_SECONDS = 1.0  # how often a starting prologue looks for the owner's precancel flag
 
@@ -57,7 +61,7 @@ def spool_job_dir(config, job_id):
 def start(job, config):
     """The mother superior's prologue for a VM job; returns Torque's exit code."""
     began, began_wall = time.monotonic(), time.time()
-    deadline = began + config.timeouts.prologue - config.timeouts.shutdown - TEARDOWN_RESERVE
+    deadline = began + config.timeouts.prologue - TEARDOWN_RESERVE  # a failed start destroys: no ACPI wait
     spool = spool_job_dir(config, job.job_id)
     tell = _reporter(config, job.job_id, spool)
     try:
@@ -85,7 +89,7 @@ def start(job, config):
         unless=lambda record: record.get("state") in STOPPED and record.get("stopped_at", 0) >= began_wall,
     ):  # this attempt's epilogue got here first (an earlier attempt's stopped before we began)
         tell("the job was deleted (or ended) before its VMs started; not starting them")
-        return ABORT
+        return CANCELLED
     cancelled = _cancellation(config, job.job_id, spool, owner.uid)
     try:
         plan = claim_ports(plan, config.network.ssh_port_base)
@@ -131,7 +135,7 @@ def start(job, config):
             tell(f"{reason}: tearing down, not requeueing")
             _teardown(job.job_id, plan.nodes, config, graceful=False)
             update_record(config.state_dir, job.job_id, state="cancelled", reason=reason)
-            return ABORT  # a deleted job: nothing to requeue, and the node is fine
+            return CANCELLED  # a deleted job: nothing to requeue, and the node is fine
         reason = _message(err)
         node = socket.gethostname()
         tell(f"VM start failed on {node}; tearing down: {reason}")

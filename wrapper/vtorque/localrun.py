@@ -217,6 +217,14 @@ class PbsMom:
         except ProcessLookupError:
             pass
 
+    def qdel_starting(self, job, prologue):
+        """qdel while the prologue (a Future of prologue()) still runs, as pbs_mom does it:
+        precancel as the owner, synchronously, then the epilogue at once, beside the prologue;
+        (prologue exit, epilogue exit) once both have ended."""
+        self.precancel(job)
+        code = self.epilogue(job, QDEL_STATUS)
+        return prologue.result(timeout=600), code
+
     def walltime_exceeded(self, job, child):
         """The mom's limit check: precancel as the owner, SIGTERM to the session, then the
         epilogues with $10 = -11."""

@@ -1,0 +1,85 @@
+"""What a prologue does after its VMs failed to start: offline the node and requeue, unless
+that would loop (pbs_sched requeues a failing job forever, docs/torque.md): then abort."""
+
+import json
+import os
+import socket
+import stat
+from types import SimpleNamespace
+
+import pytest
+from vtorque import lifecycle
+from vtorque.config import parse_config
+from vtorque.jobrecord import load_record
+
+NODE = socket.gethostname()
+
+
+def pbsnodes(tmp_path, exit_code):
+    """A pbsnodes that records its argv and exits with `exit_code`."""
+    log, script = tmp_path / "pbsnodes.log", tmp_path / "pbsnodes"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\necho "pbsnodes: refused" >&2\nexit {exit_code}\n')
+    script.chmod(0o755)
+    return script, log
+
+
+def fail_start(tmp_path, exit_code=0, attempts=2, job_id="7.head"):
+    script, log = pbsnodes(tmp_path, exit_code)
+    text = (
+        f"state_dir: {tmp_path / 'state'}\ntorque: {{pbsnodes: {script}}}\n"
+        f"limits: {{start_attempts: {attempts}}}\n"
+    )
+    config = parse_config(text, "/etc/vtorque/test.yml")
+    told = []
+    code = lifecycle._after_failed_start(
+        SimpleNamespace(job_id=job_id), config, NODE, "vm-0 did not accept SSH", told.append
+    )
+    return code, load_record(config.state_dir, job_id), log, told
+
+
+def test_the_first_failure_offlines_the_node_with_the_reason_and_requeues(tmp_path):
+    code, record, log, told = fail_start(tmp_path)
+    assert code == lifecycle.REQUEUE
+    assert (record["state"], record["start_failures"]) == ("requeued", [NODE])
+    assert log.read_text() == f"-o -N vtorque: vm-0 did not accept SSH {NODE}\n"
+    assert "requeued" in told[-1]
+
+
+def test_a_second_failure_on_the_same_node_aborts_instead_of_looping(tmp_path):
+    fail_start(tmp_path, attempts=5)
+    code, record, _, told = fail_start(tmp_path, attempts=5)
+    assert code == lifecycle.ABORT and record["state"] == "aborted"
+    assert f"failed to start on {NODE} before" in record["reason"]
+    assert "did not accept SSH" in record["reason"]
+    assert "aborted, not requeued" in told[-1]
+
+
+def test_start_attempts_caps_the_failures_anywhere(tmp_path):
+    code, record, _, _ = fail_start(tmp_path, attempts=1)
+    assert code == lifecycle.ABORT
+    assert "failed to start 1 times (limits.start_attempts)" in record["reason"]
+
+
+def test_a_node_that_cannot_be_taken_offline_aborts_the_job_with_pbsnodes_words(tmp_path):
+    code, record, log, _ = fail_start(tmp_path, exit_code=1)
+    assert code == lifecycle.ABORT and log.exists()
+    assert "could not be taken offline (exit 1: pbsnodes: refused)" in record["reason"]
+    assert any("could not take" in event["text"] for event in record["events"])
+
+
+def test_records_and_their_dirs_get_their_modes_under_pbs_moms_umask(tmp_path):
+    """pbs_mom's umask 0077 made records/owner 0700 and shut the owners out of their copies."""
+    old = os.umask(0o077)
+    try:
+        fail_start(tmp_path)
+    finally:
+        os.umask(old)
+    state = tmp_path / "state"
+    modes = {name: stat.S_IMODE((state / name).stat().st_mode) for name in ("", "records", "records/owner")}
+    assert modes == {"": 0o755, "records": 0o711, "records/owner": 0o711}
+    assert json.loads((state / "records" / "7.head.json").read_text())["state"] == "requeued"
+
+
+@pytest.fixture(autouse=True)
+def quiet_syslog(monkeypatch):
+    monkeypatch.setattr("syslog.syslog", lambda *args: None)
