@@ -16,10 +16,13 @@ print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-def hook(tmp_path, *argv):
+def hook(tmp_path, *argv, config_text=None, **env_extra):
     config = tmp_path / "vtorque.yml"
-    config.write_text(f"spool_dir: {tmp_path / 'spool'}\nstate_dir: {tmp_path / 'state'}\n")
-    env = {"PATH": "/bin:/usr/bin", "LANG": "C", "VTORQUE_CONFIG": str(config)}
+    if config_text is None:
+        config_text = f"spool_dir: {tmp_path / 'spool'}\nstate_dir: {tmp_path / 'state'}\n"
+    if config_text is not False:
+        config.write_text(config_text)
+    env = {"PATH": "/bin:/usr/bin", "LANG": "C", "VTORQUE_CONFIG": str(config), **env_extra}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *argv], env=env, capture_output=True, text=True, check=False
     )
@@ -38,9 +41,17 @@ def test_a_bare_metal_job_passes_every_hook_without_loading_the_vm_machinery(tmp
 
 def test_a_job_with_a_spool_dir_takes_the_vm_path(tmp_path):
     (tmp_path / "spool" / "7.head").mkdir(parents=True)
-    done = hook(tmp_path, *PROLOGUE)
+    (tmp_path / "nodefile").write_text("n1\n")
+    done = hook(tmp_path, *PROLOGUE, PBS_NODEFILE=str(tmp_path / "nodefile"))
     result = json.loads(done.stdout.splitlines()[-1])
-    assert result["code"] != 0 and "vtorque.config" in result["heavy"]
+    assert result == {"code": 1, "heavy": ["vtorque.config", "vtorque.lifecycle"]}  # alice is unknown: abort
+
+
+def test_a_bare_metal_job_passes_even_when_the_site_config_is_missing(tmp_path):
+    """Before, a missing or broken vtorque.yml made every job's prologue exit 2: requeued forever."""
+    for config_text in (False, "{not: yaml"):
+        done = hook(tmp_path, *PROLOGUE, config_text=config_text)
+        assert json.loads(done.stdout) == {"code": 0, "heavy": []}, done.stderr
 
 
 def test_wrong_argument_counts_are_refused_with_torques_numbers(tmp_path):

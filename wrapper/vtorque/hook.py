@@ -33,7 +33,7 @@ def main(argv=None):
         data = read_config_data(path)
     except Exception:  # noqa: BLE001 - an unreadable config is reported on the full path below
         data = None
-    if data is not None and not _is_vm_job(args[0], data):
+    if not _is_vm_job(args[0], data):  # an unreadable config: judged by the default paths
         return 0
     try:
         return _handle(event, args, path, data)
@@ -46,8 +46,8 @@ def _is_vm_job(job_id, data):
     """The fast path: the spool dir vsub made, or state vTorque keeps on this node."""
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
-    spool = data.get("spool_dir", "/var/spool/vtorque") if isinstance(data, dict) else "/var/spool/vtorque"
-    state = data.get("state_dir", "/var/lib/vtorque") if isinstance(data, dict) else "/var/lib/vtorque"
+    data = data if isinstance(data, dict) else {}
+    spool, state = data.get("spool_dir", "/var/spool/vtorque"), data.get("state_dir", "/var/lib/vtorque")
     try:
         state_dir = job_dir(job_id, str(state))
     except ValueError:

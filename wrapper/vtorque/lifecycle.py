@@ -133,7 +133,7 @@ def start(job, config):
             if not isinstance(err, JobCancelled):  # what the start saw of it, for the admin
                 update_record(config.state_dir, job.job_id, event=f"start cut short: {_message(err)}")
             tell(f"{reason}: tearing down, not requeueing")
-            _teardown(job.job_id, plan.nodes, config, graceful=False)
+            _cut_short(job.job_id, plan.nodes, config)
             update_record(config.state_dir, job.job_id, state="cancelled", reason=reason)
             return CANCELLED  # a deleted job: nothing to requeue, and the node is fine
         reason = _message(err)
@@ -216,17 +216,38 @@ def _remove_spool_dir(config, job):
 
 def stop_on_sister(job, config):
     """epilogue.parallel: remove anything of the job left on this node, without Ansible."""
+    _sweep_here(job.job_id, config, config.timeouts.shutdown)
+    return 0
+
+
+def _sweep_here(job_id, config, shutdown_timeout):
+    """Every domain and file of the job on this node, in-process (no Ansible start-up)."""
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep
 
     params = {
         "uri": config.libvirt.uri,
-        "job_id": job.job_id,
+        "job_id": job_id,
         "state_dir": config.state_dir,
         "live_jobs": None,
-        "shutdown_timeout": config.timeouts.shutdown,
+        "shutdown_timeout": shutdown_timeout,
     }
     sweep(params, check_mode=False)
-    return 0
+    release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
+
+
+def _cut_short(job_id, nodes, config):
+    """A start the job's deletion cut short: this node's VMs are destroyed in-process, at once,
+    since pbs_mom stops waiting for the prologue of a deleted job kill_delay seconds after the
+    SIGTERM, and its starter child then lingers (docs/torque.md, qdel). Other nodes are the
+    epilogue's, which comes after; only when it has begun already (it may have swept before
+    this prologue's VMs existed) does the playbook tear them down too."""
+    from vtorque.runner import local_names
+
+    _sweep_here(job_id, config, 0)
+    here = local_names() | set(config.runner.local_nodes)
+    remote = tuple(node for node in nodes if node not in here and node.split(".")[0] not in here)
+    if remote and (load_record(config.state_dir, job_id) or {}).get("state") in STOPPED:
+        _teardown(job_id, remote, config, graceful=False)
 
 
 def _teardown(job_id, nodes, config, graceful=True):

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ _MOM_NUMBERS = itertools.count()
 HOOKS = ("prologue", "prologue.parallel", "epilogue", "epilogue.parallel", "epilogue.precancel")
 QDEL_STATUS = 271  # 256 + SIGTERM, what Torque reports for a deleted running job
 ABORTED, REQUEUED, WALLTIME = -2, -14, -11
+KILL_DELAY = 2  # pbs_server's kill_delay: SIGTERM to SIGKILL of a deleted job, seconds
 HOOK_UMASK = 0o077  # pbs_mom's default job umask, which its pelogs inherit too (docs/torque.md)
 
 
@@ -217,13 +219,20 @@ class PbsMom:
         except ProcessLookupError:
             pass
 
-    def qdel_starting(self, job, prologue):
-        """qdel while the prologue (a Future of prologue()) still runs, as pbs_mom does it:
-        precancel as the owner, synchronously, then the epilogue at once, beside the prologue;
+    def qdel_starting(self, job, prologue, kill_delay=KILL_DELAY):
+        """qdel while the prologue (a Future of prologue()) still runs, as a real pbs_mom did it
+        (docs/torque.md): precancel as the owner, synchronously; SIGTERM finds no task yet; at
+        the SIGKILL `kill_delay` s later the mom gives the job up ("recycled into exiting ... from
+        substate 41") and runs the epilogue with $10 = 0 beside a prologue that may still run.
+        A prologue that ended before gets its job script started and killed: $10 = 271.
         (prologue exit, epilogue exit) once both have ended."""
         self.precancel(job)
-        code = self.epilogue(job, QDEL_STATUS)
-        return prologue.result(timeout=600), code
+        try:
+            code = prologue.result(timeout=kill_delay)
+        except TimeoutError:
+            epilogue = self.epilogue(job, 0)
+            return prologue.result(timeout=600), epilogue
+        return code, self.epilogue(job, QDEL_STATUS)
 
     def walltime_exceeded(self, job, child):
         """The mom's limit check: precancel as the owner, SIGTERM to the session, then the
@@ -386,7 +395,14 @@ def _run(mom, user, vsub_argv):
     job = mom.submit(user, vsub_argv, os.getcwd())
     print(f"vtorque run: job {job.job_id}: prologue (starting the VMs) ...", file=sys.stderr, flush=True)
     began = time.monotonic()
-    code = mom.prologue(job)
+    with ThreadPoolExecutor(1) as pool:
+        prologue = pool.submit(mom.prologue, job)
+        try:
+            code = prologue.result()
+        except KeyboardInterrupt:  # qdel while the VMs start: as pbs_mom plays it
+            print("\nvtorque run: cancelling the start (as qdel would)", file=sys.stderr)
+            mom.qdel_starting(job, prologue)
+            return DID_NOT_RUN
     if code != 0:
         status = ABORTED if code == 1 else REQUEUED
         mom.epilogue(job, status)

@@ -76,6 +76,12 @@ def test_the_config_names_torques_commands_by_the_absolute_paths_found_at_deploy
     assert {name: torque[name] for name in names} == {name: f"{ROOT}/torque/bin/{name}" for name in names}
 
 
+def test_pbs_mom_blocks_one_second_not_five_while_a_prologue_runs(host, phase):
+    """$jobstartblocktime 5 (Torque's default) held a qdel of a starting VM job 5 s more."""
+    installed_only(phase)
+    assert "\n$jobstartblocktime 1\n" in host.file(f"{MOM_PRIV}/config").content_string
+
+
 def test_users_get_vsub_on_path_and_a_module_file(host, phase):
     installed_only(phase)
     for command in ("vsub", "vtorque"):
