@@ -425,8 +425,8 @@ def test_refused_values_name_their_field_and_leave_nothing(no_markers, mom, site
     assert KEY.decode() not in log and "root:" not in log  # no key, nothing of /etc/shadow
     assert offlined(mom) == []
     assert mom.epilogue(job, -2) == 0
-    assert site.record(job.job_id)["state"] == "ended"
-    assert site.leftovers(libvirt_conn, job.job_id) == []
+    assert site.record(job.job_id)["state"] == "aborted"  # the epilogue keeps why it ended
+    assert site.leftovers(libvirt_conn, job.job_id) == [] and not (site.spool / job.job_id).exists()
     assert markers(mom.root) == []
 
 
