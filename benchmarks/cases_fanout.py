@@ -7,13 +7,13 @@ import functools
 import tempfile
 
 from timing import measure, summary
-from vtorque.catalog import ImageEntry
-from vtorque.config import parse_config
-from vtorque.lifecycle import _prepare
-from vtorque.plan import Owner, make_plan
-from vtorque.request import parse_vm_values, resolve_request
-from vtorque.runner import run_playbook
-from vtorque.torque import TorqueJob
+from vtorque.job.plan import Owner, make_plan
+from vtorque.request.model import parse_vm_values, resolve_request
+from vtorque.runtime.lifecycle import _prepare
+from vtorque.runtime.runner import run_playbook
+from vtorque.scheduler.torque.hook import TorqueJob
+from vtorque.site.catalog import ImageEntry
+from vtorque.site.config import parse_config
 
 NODE_COUNTS = (1, 8, 32, 128, 256)
 # (strategy, pipelining, largest node count): the alternatives stop early to bound the run time.

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from lifecycle_site import USER, Site  # noqa: E402
 from vtguest import Guest, GuestImage, domain_xml, free_port, ssh_keypair, wait_ssh  # noqa: E402
-from vtorque.localrun import PbsMom  # noqa: E402
+from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom  # noqa: E402
 
 VM_COUNTS = (1, 2, 4)
 WORK = """#!/bin/sh

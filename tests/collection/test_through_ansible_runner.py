@@ -87,8 +87,8 @@ def test_vm_seed_is_idempotent_across_processes(tmp_path):
 
 def test_user_strings_in_the_job_variables_are_never_templated(tmp_path):
     """The job playbooks get user values (work dir, metadata cloud-config, names) as extra vars;
-    written by vtorque.runner.unsafe_yaml, not one of them is rendered, as value or as key."""
-    from vtorque.runner import unsafe_yaml
+    written by vtorque.runtime.runner.unsafe_yaml, not one of them is rendered, as value or as key."""
+    from vtorque.runtime.runner import unsafe_yaml
 
     marker = tmp_path / "templated"
     hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }}{{ 6 * 7 }}"

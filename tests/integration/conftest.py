@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import vtguest  # noqa: E402
 from lifecycle_site import Site  # noqa: E402
 from vtguest import PREFIX, GuestImage  # noqa: E402
-from vtorque.localrun import PbsMom  # noqa: E402
+from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"

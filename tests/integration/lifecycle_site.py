@@ -1,6 +1,6 @@
 """A throw-away vTorque site on this machine for lifecycle tests: a real non-root job owner,
 a site config and catalog with the tiny guest, spool and state dirs, and a pbs_mom
-(vtorque.localrun.PbsMom) that calls the hooks exactly as Torque does."""
+(vtorque.scheduler.torque.emulator.pbs_mom.PbsMom) that calls the hooks exactly as Torque does."""
 
 import json
 import os
@@ -95,7 +95,7 @@ class Site:
         job_dir = Path(naming.job_dir(job_id, str(self.state)))
         if job_dir.exists():
             found.append(str(job_dir))
-        claims = self.state / "ports"  # user-mode port claims (vtorque.ports) go with the job
+        claims = self.state / "ports"  # user-mode port claims (vtorque.job.ports) go with the job
         for claim in claims.iterdir() if claims.is_dir() else ():
             if os.readlink(claim) == str(job_dir):
                 found.append(str(claim))

@@ -29,8 +29,8 @@ import pytest
 import yaml
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from vtorque.errors import VTorqueError
-from vtorque.jobrecord import record_path
-from vtorque.localrun import PbsMom
+from vtorque.job.records import record_path
+from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lifecycle_site import USER, Site  # noqa: E402

@@ -1,5 +1,6 @@
 """A VM job's whole life on one node with the tiny guest: vsub → prologue → the job in the VM
-→ epilogue, with pbs_mom played to the letter (vtorque.localrun.PbsMom), and the faults."""
+→ epilogue, with pbs_mom played to the letter (vtorque.scheduler.torque.emulator's PbsMom),
+and the faults."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
-from vtorque.localrun import PbsMom
+from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hostnet  # noqa: E402

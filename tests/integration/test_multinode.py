@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from vtorque.localrun import PbsMom
+from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hostnet  # noqa: E402

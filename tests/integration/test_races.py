@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lifecycle_site import USER, Site  # noqa: E402
-from vtorque.localrun import QDEL_STATUS, PbsMom  # noqa: E402
+from vtorque.scheduler.torque.emulator.pbs_mom import QDEL_STATUS, PbsMom  # noqa: E402
 
 JOBS, AT_ONCE = 20, 5
 PATTERNS = ("plain", "epilogue during prologue", "doubled epilogue", "precancel during start")

@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 import libvirt_qemu
-from vtorque.readiness import until_ok
+from vtorque.guest.readiness import until_ok
 
 PREFIX = "vtt-"
 

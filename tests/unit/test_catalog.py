@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vtorque.catalog import check_name, load_catalog, verify_image_files
 from vtorque.errors import CatalogError
+from vtorque.site.catalog import check_name, load_catalog, verify_image_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from fakesite import make_site  # noqa: E402

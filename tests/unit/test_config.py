@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from vtorque.config import SiteConfig, load_config, parse_config
 from vtorque.errors import ConfigError
+from vtorque.site.config import SiteConfig, load_config, parse_config
 
 VTORQUE = str(Path(sys.executable).parent / "vtorque")
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "vtorque.yml.example"
@@ -209,7 +209,7 @@ def test_every_config_key_is_documented_and_in_the_example():
 
 
 def test_every_vm_key_is_in_the_user_guide():
-    from vtorque.request import KEYS
+    from vtorque.request.model import KEYS
 
     guide = (EXAMPLE.parents[1] / "docs" / "user-guide.md").read_text()
     for key in KEYS:

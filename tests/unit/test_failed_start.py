@@ -8,9 +8,9 @@ import stat
 from types import SimpleNamespace
 
 import pytest
-from vtorque import lifecycle
-from vtorque.config import parse_config
-from vtorque.jobrecord import load_record
+from vtorque.job.records import load_record
+from vtorque.runtime import lifecycle
+from vtorque.site.config import parse_config
 
 NODE = socket.gethostname()
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from vtorque.config import SiteConfig, as_dict, from_data, load_config, parse_config
 from vtorque.errors import ConfigError, QsubArgsError, RequestError, UntrustedFileError, VTorqueError
-from vtorque.pbs_script import read_script
-from vtorque.qsub_args import parse_qsub_argv
-from vtorque.request import KEYS, REQUEST_VERSION, load_request
+from vtorque.request.model import KEYS, REQUEST_VERSION, load_request
+from vtorque.scheduler.torque.pbs_script import read_script
+from vtorque.scheduler.torque.qsub_args import parse_qsub_argv
+from vtorque.site.config import SiteConfig, as_dict, from_data, load_config, parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from fakesite import make_site  # noqa: E402

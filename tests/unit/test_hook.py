@@ -8,9 +8,9 @@ import sys
 PROLOGUE = ["prologue", "7.head", "alice", "alice", "job", "nodes=1", "batch", "", "/spool/7.head.SC"]
 PROBE = """
 import json, sys
-from vtorque.hook import main
+from vtorque.cli.hook import main
 code = main(sys.argv[1:])
-watched = ("ansible_runner", "libvirt", "vtorque.config", "vtorque.lifecycle")
+watched = ("ansible_runner", "libvirt", "vtorque.site.config", "vtorque.runtime.lifecycle")
 heavy = sorted(m for m in watched if m in sys.modules)
 print(json.dumps({"code": code, "heavy": heavy}))
 """
@@ -44,7 +44,10 @@ def test_a_job_with_a_spool_dir_takes_the_vm_path(tmp_path):
     (tmp_path / "nodefile").write_text("n1\n")
     done = hook(tmp_path, *PROLOGUE, PBS_NODEFILE=str(tmp_path / "nodefile"))
     result = json.loads(done.stdout.splitlines()[-1])
-    assert result == {"code": 1, "heavy": ["vtorque.config", "vtorque.lifecycle"]}  # alice is unknown: abort
+    assert result == {
+        "code": 1,
+        "heavy": ["vtorque.runtime.lifecycle", "vtorque.site.config"],
+    }  # alice is unknown: abort
 
 
 def test_a_bare_metal_job_passes_even_when_the_site_config_is_missing(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vtorque.config import from_data
+from vtorque.site.config import from_data
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from vtorque.jobrecord import USER_LOG, append_user_log, load_record, prune_records, update_record
+from vtorque.job.records import USER_LOG, append_user_log, load_record, prune_records, update_record
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writing as root for another owner needs root")
 OWNER = pwd.getpwnam("nobody").pw_uid  # root writes the log as the owner: a real user

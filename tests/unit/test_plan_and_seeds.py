@@ -6,13 +6,13 @@ import subprocess
 
 import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.seed import render_seed_files
-from vtorque.catalog import ImageEntry
-from vtorque.config import parse_config
 from vtorque.errors import RequestError
-from vtorque.plan import Owner, PlanError, make_plan
-from vtorque.request import parse_vm_values, resolve_request
-from vtorque.seeds import AUTHORIZED_KEYS_DIR, JobKeys, seed_for, vm_nodefile, vm_nodefile_path
-from vtorque.torque import HookUsageError, TorqueJob, job_from_hook, parse_event
+from vtorque.guest.seeds import AUTHORIZED_KEYS_DIR, JobKeys, seed_for, vm_nodefile, vm_nodefile_path
+from vtorque.job.plan import Owner, PlanError, make_plan
+from vtorque.request.model import parse_vm_values, resolve_request
+from vtorque.scheduler.torque.hook import HookUsageError, TorqueJob, job_from_hook, parse_event
+from vtorque.site.catalog import ImageEntry
+from vtorque.site.config import parse_config
 
 CATALOG = {"tiny": ImageEntry("tiny", "/srv/tiny.qcow2", "qcow2", "debian", kernel="/srv/k", initrd="/srv/i")}
 OWNER = Owner("alice", 1234, 2345, "physics", "/home/alice")
@@ -216,7 +216,7 @@ def test_hook_arguments_follow_torque(tmp_path):
 
 
 def test_the_request_must_fit_the_cores_torque_allocated():
-    from vtorque.lifecycle import _check_allocation
+    from vtorque.runtime.lifecycle import _check_allocation
 
     config = parse_config(BRIDGE)
     request = first_request()
@@ -268,7 +268,7 @@ def test_pinning_and_a_data_disk_are_planned_per_vm_and_seeded_as_the_owners_dat
 
 
 def test_a_ramdisk_job_keeps_its_disks_in_the_job_tmpfs_and_sizes_it_for_them(tmp_path):
-    from vtorque.lifecycle import RAMDISK_SLACK_MIB, _ramdisk
+    from vtorque.runtime.lifecycle import RAMDISK_SLACK_MIB, _ramdisk
 
     plan, config = plan_for(text="vms_per_node=2,disk=1G,fs_type=ramdisk")
     ram = plan.job_dir + "/ram"

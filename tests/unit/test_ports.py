@@ -5,7 +5,7 @@ import dataclasses
 import os
 
 from test_plan_and_seeds import plan_for
-from vtorque.ports import claim_ports, release_ports
+from vtorque.job.ports import claim_ports, release_ports
 
 
 def user_plan(state_dir, job_id="42.head"):

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from vtorque.errors import QsubArgsError
-from vtorque.pbs_script import directive_prefix, read_script, render_job_wrapper
-from vtorque.qsub_args import (
+from vtorque.scheduler.torque.pbs_script import directive_prefix, read_script, render_job_wrapper
+from vtorque.scheduler.torque.qsub_args import (
     FLAGS,
     WITH_VALUE,
     mem_mib,

@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from vtorque.readiness import until_ok
+from vtorque.guest.readiness import until_ok
 
 
 def attempt(code):

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from vtorque.config import load_config
 from vtorque.errors import RequestError, UntrustedFileError
-from vtorque.request import load_request
+from vtorque.request.model import load_request
+from vtorque.site.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from fakesite import make_site  # noqa: E402
@@ -117,7 +117,7 @@ def test_image_path_comes_from_the_catalog_not_the_file(submitted):
 def test_a_job_directory_swapped_for_a_link_or_for_another_users_is_refused(tmp_path):
     """Between submission and start the owner may replace their spool job directory: with a
     link to another user's (or root's) directory, or a directory someone else owns."""
-    from vtorque.lifecycle import _check_spool_dir
+    from vtorque.runtime.lifecycle import _check_spool_dir
 
     victim = tmp_path / "victim"
     victim.mkdir()

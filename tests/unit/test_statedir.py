@@ -7,7 +7,7 @@ import stat
 import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import Refused
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
-from vtorque import statedir
+from vtorque.job import statedir
 
 
 def mode(path):

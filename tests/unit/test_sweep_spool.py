@@ -4,8 +4,8 @@ held runs no hook), and nothing the server still knows or could not say about.""
 import os
 import time
 
-from vtorque.cmd_sweep import sweep_spool
-from vtorque.config import parse_config
+from vtorque.cli.sweep import sweep_spool
+from vtorque.site.config import parse_config
 
 NOBODY = 65534
 QSTAT = """#!/bin/sh

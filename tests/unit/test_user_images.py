@@ -8,9 +8,9 @@ import os
 import subprocess
 
 import pytest
-from vtorque.config import parse_config
 from vtorque.errors import RequestError
-from vtorque.request import parse_vm_values, resolve_request
+from vtorque.request.model import parse_vm_values, resolve_request
+from vtorque.site.config import parse_config
 
 ALLOWED = "defaults: {img: tiny}\npolicy: {allow_user_images: true}"
 

@@ -178,7 +178,7 @@ def _peer_access(owner, vms, keys):
 
 def _data_disk(owner):
     """The empty `-vm disk=SIZE` disk (the second disk: /dev/vdb) as the owner's ext4 /data."""
-    from vtorque.plan import DATA_MOUNT
+    from vtorque.job.plan import DATA_MOUNT
 
     return {
         "fs_setup": [

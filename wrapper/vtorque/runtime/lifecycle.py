@@ -19,17 +19,17 @@ from xml.sax.saxutils import quoteattr
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
 
-from vtorque import statedir
-from vtorque.catalog import verify_image_files
 from vtorque.errors import RequestError, UntrustedFileError, VTorqueError
-from vtorque.jobrecord import load_record, report, update_record
+from vtorque.guest.readiness import until_ok
+from vtorque.guest.seeds import JobKeys, merge_metadata, seed_for
+from vtorque.job import statedir
+from vtorque.job.plan import Owner, make_plan
+from vtorque.job.ports import claim_ports, release_ports
+from vtorque.job.records import load_record, report, update_record
 from vtorque.owner_side import owner_side
-from vtorque.plan import Owner, make_plan
-from vtorque.ports import claim_ports, release_ports
-from vtorque.readiness import until_ok
-from vtorque.request import load_request
-from vtorque.runner import run_playbook
-from vtorque.seeds import JobKeys, merge_metadata, seed_for
+from vtorque.request.model import load_request
+from vtorque.runtime.runner import run_playbook
+from vtorque.site.catalog import verify_image_files
 
 ABORT, REQUEUE = 1, 2
 # A start cut short by qdel exits 0: pbs_mom's job starter child waits for an answer that a
@@ -206,7 +206,7 @@ def stop(job, config):
 
 
 def _remove_spool_dir(config, job):
-    from vtorque.spool import remove_as_owner
+    from vtorque.job.spool import remove_as_owner
 
     try:
         remove_as_owner(spool_job_dir(config, job.job_id), owner_uid=owner_of(job.user).uid)
@@ -241,7 +241,7 @@ def _cut_short(job_id, nodes, config):
     SIGTERM, and its starter child then lingers (docs/torque.md, qdel). Other nodes are the
     epilogue's, which comes after; only when it has begun already (it may have swept before
     this prologue's VMs existed) does the playbook tear them down too."""
-    from vtorque.runner import local_names
+    from vtorque.runtime.runner import local_names
 
     _sweep_here(job_id, config, 0)
     here = local_names() | set(config.runner.local_nodes)
@@ -350,7 +350,7 @@ def _ramdisk(plan, config):
     to fill its overlay and data disk; tmpfs takes memory only for what is written."""
     if not plan.ramdisk:
         return None
-    from vtorque.catalog import virtual_size_mib
+    from vtorque.site.catalog import virtual_size_mib
 
     per_vm = virtual_size_mib(plan.image["path"]) + (plan.rank0.data_disk_mib or 0) + RAMDISK_SLACK_MIB
     vms_per_node = len(plan.vms) // len(plan.nodes)
@@ -408,7 +408,7 @@ def _host_key(job_dir, name):
 def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
     """Every guest accepts the owner's per-job key and shows its pinned host key. A guest of
     this node that stops running (crash, a concurrent teardown) fails at once, not at the deadline."""
-    from vtorque.runner import local_names
+    from vtorque.runtime.runner import local_names
 
     here = local_names() | set(local_nodes)
     conn = _libvirt_connection(plan.uri) if any(vm.node in here for vm in plan.vms) else None
@@ -440,7 +440,7 @@ def _wait_for_ssh(plan, deadline, local_nodes=(), cancelled=lambda: False):
 def _cancellation(config, job_id, spool, owner_uid):
     """A check for "stop starting": the owner's qdel left the precancel flag in their spool dir
     (its existence is all that is read, as the owner), or the job's epilogue has begun."""
-    from vtorque.jobrun import CANCELLED_FLAG
+    from vtorque.runtime.job_run import CANCELLED_FLAG
 
     flag = os.path.join(spool, CANCELLED_FLAG)
     _flag_raised(flag, clear=True, owner_uid=owner_uid)  # left by an earlier attempt of this job id
@@ -561,7 +561,7 @@ def _user_metadata(request, owner):
         return None
     import yaml
 
-    from vtorque.request import MAX_METADATA_BYTES, parse_metadata
+    from vtorque.request.model import MAX_METADATA_BYTES, parse_metadata
     from vtorque.trust import read_trusted
 
     text = read_trusted(

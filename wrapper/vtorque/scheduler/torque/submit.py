@@ -54,10 +54,10 @@ def main(argv=None):
 
 
 def _submit(argv, dry_run):
-    from vtorque.config_file import config_path, read_config_data, torque_command
     from vtorque.errors import QsubArgsError
-    from vtorque.pbs_script import directive_prefix, read_script
-    from vtorque.qsub_args import parse_qsub_argv
+    from vtorque.scheduler.torque.pbs_script import directive_prefix, read_script
+    from vtorque.scheduler.torque.qsub_args import parse_qsub_argv
+    from vtorque.site.config_file import config_path, read_config_data, torque_command
 
     path = config_path()
     data = read_config_data(path)
@@ -84,7 +84,7 @@ def _submit(argv, dry_run):
     script = read_script(content, name, directive_prefix(args, os.environ))
     if not args.vm and not script.vm:
         return bare_metal(None if args.script else content)
-    from vtorque.config import from_data
+    from vtorque.site.config import from_data
 
     return _submit_vm_job(from_data(data, path), args, script, dry_run)
 
@@ -105,8 +105,8 @@ def _read_script(args):
 
 def _command_path(command, name, source):
     """torque.<name> (an absolute path, as the config requires), checked to be runnable."""
-    from vtorque.config_file import command_problem
     from vtorque.errors import SubmitError
+    from vtorque.site.config_file import command_problem
 
     problem = command_problem(command)
     if problem:
@@ -142,7 +142,7 @@ def _submit_vm_job(config, args, script, dry_run):
     import socket
 
     from vtorque.errors import QsubArgsError, SubmitError
-    from vtorque.request import parse_vm_values, resolve_request
+    from vtorque.request.model import parse_vm_values, resolve_request
 
     for letter, why in (
         ("I", "interactive VM jobs are not supported yet"),
@@ -156,8 +156,8 @@ def _submit_vm_job(config, args, script, dry_run):
     options = parse_vm_values([*script.vm, *((value, "command line") for value in args.vm)])
     request = resolve_request(options, config, owner_uid=os.getuid(), cwd=os.getcwd())
     args, notes = _fit_resources(args, script, request, config)
-    from vtorque.plan import check_network_fits
-    from vtorque.qsub_args import QsubArgs, nodes_count, resource
+    from vtorque.job.plan import check_network_fits
+    from vtorque.scheduler.torque.qsub_args import QsubArgs, nodes_count, resource
 
     merged = QsubArgs(script.args.options + args.options)
     check_network_fits(
@@ -180,7 +180,14 @@ def _submit_vm_job(config, args, script, dry_run):
 
 def _fit_resources(args, script, request, config):
     """Raise ppn (and mem, when given) to what the VMs need; ask for whole nodes (-n) if the site wants it."""
-    from vtorque.qsub_args import QsubArgs, mem_mib, nodes_count, raise_ppn, resource, set_resource
+    from vtorque.scheduler.torque.qsub_args import (
+        QsubArgs,
+        mem_mib,
+        nodes_count,
+        raise_ppn,
+        resource,
+        set_resource,
+    )
 
     merged = QsubArgs(script.args.options + args.options)  # command line last: it wins
     notes = []
@@ -217,10 +224,10 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
     """qsub -h, then request.json, then qrls; on any failure after qsub the job is deleted."""
     import subprocess
 
-    from vtorque import spool
     from vtorque.errors import SubmitError
-    from vtorque.pbs_script import render_job_wrapper
-    from vtorque.request import request_document
+    from vtorque.job import spool
+    from vtorque.request.model import request_document
+    from vtorque.scheduler.torque.pbs_script import render_job_wrapper
 
     staging = spool.create_staging(config.spool_dir)
     try:

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
 
-from vtorque.config import DISTROS
 from vtorque.errors import CatalogError, VTorqueError
+from vtorque.site.config import DISTROS
 from vtorque.trust import check_trusted_path, read_trusted
 
 MAX_BYTES = 1024 * 1024

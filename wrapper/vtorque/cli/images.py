@@ -9,7 +9,8 @@ import os
 import sys
 from dataclasses import replace
 
-from vtorque.catalog import (
+from vtorque.errors import CatalogError
+from vtorque.site.catalog import (
     ImageEntry,
     check_name,
     file_checksum,
@@ -18,8 +19,7 @@ from vtorque.catalog import (
     save_catalog,
     verify_image_files,
 )
-from vtorque.config import DISTROS, load_config
-from vtorque.errors import CatalogError
+from vtorque.site.config import DISTROS, load_config
 
 
 def main(argv, prog="vtorque images"):

@@ -11,8 +11,8 @@ import dataclasses
 import fcntl
 import os
 
-from vtorque import statedir
-from vtorque.plan import SSH_PORT_SPAN, PlanError, forward_ports_from
+from vtorque.job import statedir
+from vtorque.job.plan import SSH_PORT_SPAN, PlanError, forward_ports_from
 
 
 def claim_ports(plan, base):

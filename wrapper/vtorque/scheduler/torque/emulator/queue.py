@@ -1,13 +1,13 @@
 """The queue behind `vtorque run`: qsub, qrls, qdel and qstat for one machine, no Torque needed.
 
-`python -m vtorque.localqueue qsub|qrls|qdel|qstat ARGS...` with $VTORQUE_LOCAL_QUEUE set: qsub
-stores its argv and, as the real qsub does, the script's content in `<queue>/<n>.json` and
-prints the job id `<first + n - 1>.<host>`; qrls and qdel record themselves. qstat JOBID
-answers as pbs_server does: exit 0 for a job it knows, else "Unknown Job Id" and exit 153, for
-a job never submitted, deleted (qdel) or forgotten (`<queue>/<jobid>.forgotten`, left by
-PbsMom once keep_completed would have passed). `vtorque run` then plays pbs_mom for the stored
-job. $VTORQUE_LOCAL_FIRST_ID (set by PbsMom from its pid) keeps job ids, and so domain names,
-apart between pbs_moms running at once on this machine.
+`python -m vtorque.scheduler.torque.emulator.queue qsub|qrls|qdel|qstat ARGS...` with
+$VTORQUE_LOCAL_QUEUE set: qsub stores its argv and, as the real qsub does, the script's
+content in `<queue>/<n>.json` and prints the job id `<first + n - 1>.<host>`; qrls and qdel
+record themselves. qstat JOBID answers as pbs_server does: exit 0 for a job it knows, else
+"Unknown Job Id" and exit 153, for a job never submitted, deleted (qdel) or forgotten
+(`<queue>/<jobid>.forgotten`, left by PbsMom once keep_completed would have passed). `vtorque
+run` then plays pbs_mom for the stored job. $VTORQUE_LOCAL_FIRST_ID (set by PbsMom from its
+pid) keeps job ids, and so domain names, apart between pbs_moms running at once on this machine.
 """
 
 import json

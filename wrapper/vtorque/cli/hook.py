@@ -19,14 +19,14 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    from vtorque.torque import HookUsageError, parse_event
+    from vtorque.scheduler.torque.hook import HookUsageError, parse_event
 
     try:
         event, args = parse_event(argv)
     except HookUsageError as err:
         print(f"vtorque-hook: {err}", file=sys.stderr)
         return 2
-    from vtorque.config_file import config_path, read_config_data
+    from vtorque.site.config_file import config_path, read_config_data
 
     path = config_path()
     try:
@@ -57,9 +57,9 @@ def _is_vm_job(job_id, data):
 
 def _handle(event, args, path, data):
     """The VM job's event; the config document already read is validated, not read again."""
-    from vtorque.config import from_data, load_config
     from vtorque.errors import VTorqueError
-    from vtorque.torque import job_from_hook
+    from vtorque.scheduler.torque.hook import job_from_hook
+    from vtorque.site.config import from_data, load_config
 
     try:
         config = load_config(path) if data is None else from_data(data, path)
@@ -68,13 +68,13 @@ def _handle(event, args, path, data):
         return 2 if event.startswith("prologue") else 0
     job = job_from_hook(event, args, os.environ, config.torque.pbs_home)
     if event == "epilogue.precancel":
-        from vtorque.jobrun import cancel
+        from vtorque.runtime.job_run import cancel
 
         cancel(job, config)
         return 0
     if event == "prologue.parallel":
         return 0  # the mother superior's prologue starts the VMs of every node
-    from vtorque import lifecycle
+    from vtorque.runtime import lifecycle
 
     if event == "prologue":
         return lifecycle.start(job, config)

@@ -16,8 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vtorque.config_file import TORQUE_COMMANDS, config_path, parse_command, parse_yaml, read_config_data
 from vtorque.errors import ConfigError, VTorqueError
+from vtorque.site.config_file import TORQUE_COMMANDS, config_path, parse_command, parse_yaml, read_config_data
 from vtorque.values import parse_bool, parse_count, parse_size_mib
 
 DISTROS = ("debian", "ubuntu", "redhat", "centos", "osv")

@@ -84,7 +84,7 @@ class PbsMom:
     # --- set-up -------------------------------------------------------------------------
     def _site_config(self, path):
         """The site config with Torque's commands pointed at the local queue and pbs_home here."""
-        from vtorque.config_file import read_config_data
+        from vtorque.site.config_file import read_config_data
 
         data = read_config_data(path)
         bin_dir = os.path.join(self.pbs_home, "bin")
@@ -94,7 +94,7 @@ class PbsMom:
             with open(shim, "w", encoding="utf-8") as handle:
                 run = (
                     f"VTORQUE_LOCAL_QUEUE={self.queue} VTORQUE_LOCAL_FIRST_ID={self.first_id}"
-                    f" exec {sys.executable} -m vtorque.localqueue"
+                    f" exec {sys.executable} -m vtorque.scheduler.torque.emulator.queue"
                 )
                 handle.write(f'#!/bin/sh\n{run} {program} "$@"\n')
             os.chmod(shim, 0o755)  # noqa: S103 - Torque's commands, run by the owner
@@ -143,8 +143,8 @@ class PbsMom:
             for document in (json.loads(path.read_text()) for path in Path(self.queue).glob("*.json"))
             if document["job_id"] == job_id
         )
-        from vtorque.pbs_script import read_script
-        from vtorque.qsub_args import QsubArgs, parse_qsub_argv, resource
+        from vtorque.scheduler.torque.pbs_script import read_script
+        from vtorque.scheduler.torque.qsub_args import QsubArgs, parse_qsub_argv, resource
 
         given = parse_qsub_argv(record["argv"])
         content = record["script"].encode("utf-8", "surrogateescape")
@@ -382,7 +382,7 @@ def main(argv, prog="vtorque run"):
         raise VTorqueError("vtorque run plays pbs_mom and runs the root hooks: run it as root")
     if not options.user or options.user == "root":
         raise VTorqueError("the job needs a non-root owner: --user NAME (or run through sudo)")
-    from vtorque.config_file import config_path
+    from vtorque.site.config_file import config_path
 
     mom = PbsMom(config_path(options.config))
     try:

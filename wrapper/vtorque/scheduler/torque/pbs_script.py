@@ -9,7 +9,7 @@ import shlex
 from collections import namedtuple
 
 from vtorque.errors import QsubArgsError
-from vtorque.qsub_args import QsubArgs, parse_qsub_argv
+from vtorque.scheduler.torque.qsub_args import QsubArgs, parse_qsub_argv
 
 DEFAULT_PREFIX = "#PBS"
 

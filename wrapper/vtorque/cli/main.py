@@ -11,12 +11,15 @@ import sys
 from vtorque.errors import VTorqueError
 
 COMMANDS = {
-    "config": ("vtorque.cmd_config", "check or show the site configuration"),
-    "images": ("vtorque.cmd_images", "list, show, add, remove and verify catalog images"),
-    "run": ("vtorque.localrun", "run a VM job on this machine, playing pbs_mom (root; the demo)"),
-    "jobs": ("vtorque.cmd_jobs", "show what vTorque knows about a job"),
-    "sweep": ("vtorque.cmd_sweep", "remove VMs and files of jobs that are no longer running (root)"),
-    "job-run": ("vtorque.jobrun", "run the job in its VMs (called by the job wrapper)"),
+    "config": ("vtorque.cli.config", "check or show the site configuration"),
+    "images": ("vtorque.cli.images", "list, show, add, remove and verify catalog images"),
+    "run": (
+        "vtorque.scheduler.torque.emulator.pbs_mom",
+        "run a VM job on this machine, playing pbs_mom (root; the demo)",
+    ),
+    "jobs": ("vtorque.cli.jobs", "show what vTorque knows about a job"),
+    "sweep": ("vtorque.cli.sweep", "remove VMs and files of jobs that are no longer running (root)"),
+    "job-run": ("vtorque.runtime.job_run", "run the job in its VMs (called by the job wrapper)"),
 }
 
 

@@ -4,8 +4,8 @@ import argparse
 import os
 import sys
 
-from vtorque.config import as_dict, config_path, load_config
 from vtorque.errors import ConfigError
+from vtorque.site.config import as_dict, config_path, load_config
 
 
 def main(argv, prog="vtorque config"):
@@ -46,7 +46,7 @@ def _command_problems(config):
     Torque requeue a failing job onto it forever."""
     from dataclasses import fields
 
-    from vtorque.config_file import command_problem
+    from vtorque.site.config_file import command_problem
 
     problems = []
     for item in fields(config.torque):

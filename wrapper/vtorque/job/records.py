@@ -21,8 +21,8 @@ import time
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
 
-from vtorque import statedir
 from vtorque.errors import VTorqueError
+from vtorque.job import statedir
 from vtorque.owner_side import owner_side
 
 USER_LOG = "vtorque.log"

@@ -10,7 +10,9 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
-from vtorque.catalog import (
+from vtorque.errors import CatalogError, RequestError, VTorqueError
+from vtorque.owner_side import owner_side
+from vtorque.site.catalog import (
     QCOW2_HEADER_BYTES,
     QCOW2_MAGIC,
     ImageEntry,
@@ -18,9 +20,7 @@ from vtorque.catalog import (
     load_catalog,
     qcow2_external_references,
 )
-from vtorque.config import DISTROS, FS_TYPES
-from vtorque.errors import CatalogError, RequestError, VTorqueError
-from vtorque.owner_side import owner_side
+from vtorque.site.config import DISTROS, FS_TYPES
 from vtorque.values import BOOL_ACCEPTED, SIZE_ACCEPTED, parse_bool, parse_count, parse_size_mib
 
 REQUEST_VERSION = 1

@@ -14,8 +14,8 @@ def main(argv, prog="vtorque jobs"):
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true", help="the raw record")
     args = parser.parse_args(argv)
-    from vtorque.config import load_config
-    from vtorque.jobrecord import load_record, record_path
+    from vtorque.job.records import load_record, record_path
+    from vtorque.site.config import load_config
 
     config = load_config()
     as_root = os.geteuid() == 0  # root reads its record, a user the copy kept for the job's owner

@@ -35,9 +35,9 @@ def main(argv, prog="vtorque sweep"):
         raise VTorqueError("vtorque sweep removes VMs and root-owned files: run it as root")
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep
 
-    from vtorque.config import load_config
-    from vtorque.jobrecord import prune_records
-    from vtorque.ports import release_ports
+    from vtorque.job.ports import release_ports
+    from vtorque.job.records import prune_records
+    from vtorque.site.config import load_config
 
     config = load_config()
     live = live_jobs(config.torque.pbs_home)
@@ -73,8 +73,8 @@ def sweep_spool(config, *, dry_run=False):
     """Spool dirs removed: those older than spool_grace_minutes whose job the server no longer
     knows, and staging dirs a killed vsub left. Links and other files are never followed."""
     from vtorque.errors import SubmitError
-    from vtorque.spool import STAGING_PREFIX, check_job_id, remove_as_owner
-    from vtorque.torque import server_knows
+    from vtorque.job.spool import STAGING_PREFIX, check_job_id, remove_as_owner
+    from vtorque.scheduler.torque.hook import server_knows
 
     try:
         names = sorted(os.listdir(config.spool_dir))

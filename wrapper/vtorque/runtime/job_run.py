@@ -25,8 +25,8 @@ def main(argv, prog="vtorque job-run"):
         return 0 if argv else 2
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
-    from vtorque.config import load_config
-    from vtorque.seeds import vm_nodefile_path
+    from vtorque.guest.seeds import vm_nodefile_path
+    from vtorque.site.config import load_config
 
     spool, args = argv[0], argv[1:]
     job_id = os.path.basename(os.path.normpath(spool))
@@ -44,7 +44,7 @@ def main(argv, prog="vtorque job-run"):
     env = {key: value for key, value in os.environ.items() if key.startswith("PBS_")}
     env["PBS_NODEFILE"] = vm_nodefile_path(job_id)
     remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
-    from vtorque.lifecycle import OWNER_KNOWN_HOSTS, ssh_command
+    from vtorque.runtime.lifecycle import OWNER_KNOWN_HOSTS, ssh_command
 
     ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)
     command = [*ssh, remote]
