@@ -7,11 +7,14 @@ import functools
 import tempfile
 
 from timing import measure, summary
+from vtorque.job import statedir
+from vtorque.job.keys import make_job_keys
 from vtorque.job.plan import Owner, make_plan
-from vtorque.request.model import parse_vm_values, resolve_request
-from vtorque.runtime.lifecycle import _prepare
+from vtorque.request.grammar import parse_vm_values
+from vtorque.request.resolve import resolve_request
+from vtorque.runtime.playbook_vars import start_variables, stop_variables
 from vtorque.runtime.runner import run_playbook
-from vtorque.scheduler.torque.hook import TorqueJob
+from vtorque.scheduler.base import AllocatedJob, Event
 from vtorque.site.catalog import ImageEntry
 from vtorque.site.config import parse_config
 
@@ -74,10 +77,11 @@ def _start_stop(workdir, catalog, count, strategy, pipelining):
             parse_vm_values([("vcpus=1,ram=64M", "bench")]), config, owner_uid=0, cwd="/", catalog=catalog
         )
         nodes = tuple((f"n{index:03d}", 2) for index in range(1, count + 1))
-        job = TorqueJob("prologue", f"{count}.bench", "root", "root", "bench", "/x", None, nodes, "/tmp")
+        job = AllocatedJob(Event.START, f"{count}.bench", "root", "root", "bench", "/x", nodes, "/tmp")
         plan = make_plan(job, request, config, Owner("root", 0, 0, "root", "/root"))
         plan = dataclasses.replace(plan, mounts=())
-        variables = _prepare(plan, config)
+        statedir.job_dir(plan.state_dir, plan.job_id)
+        variables = start_variables(plan, config, make_job_keys(plan))
         names = [host for host, _ in nodes]
         started = run_playbook(
             "start",
@@ -88,14 +92,7 @@ def _start_stop(workdir, catalog, count, strategy, pipelining):
             timeout=1800,
             local_nodes=names,
         )
-        stop_vars = {
-            "vtorque": {
-                "uri": config.libvirt.uri,
-                "job_id": job.job_id,
-                "state_dir": config.state_dir,
-                "shutdown_timeout": 0,
-            }
-        }
+        stop_vars = stop_variables(job.job_id, config, 0)
         stopped = run_playbook(
             "stop",
             names,

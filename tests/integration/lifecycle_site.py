@@ -106,18 +106,11 @@ class Site:
 
     def sweep(self, mom):
         """Remove every domain and file of the jobs submitted through `mom`, even after a failure."""
-        from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep
+        from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep_jobs
 
         for record in Path(mom.queue).glob("*.json"):
             job_id = json.loads(record.read_text())["job_id"]
-            params = {
-                "uri": "qemu:///system",
-                "job_id": job_id,
-                "live_jobs": None,
-                "state_dir": str(self.state),
-                "shutdown_timeout": 0,
-            }
-            sweep(params, check_mode=False)
+            sweep_jobs(uri="qemu:///system", state_dir=str(self.state), job_id=job_id)
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)

@@ -70,7 +70,7 @@ def test_a_request_changed_after_submission_aborts_with_the_reason_for_the_user(
     job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
     request = site.spool / job.job_id / "request.json"
     document = json.loads(request.read_text())
-    for vcpus, reason in (("65", "limits.max_vcpus"), ("8", "Torque allocated 2")):
+    for vcpus, reason in (("65", "limits.max_vcpus"), ("8", "job was allocated 2")):
         document["options"]["vcpus"] = vcpus
         request.write_text(json.dumps(document))  # as the owner could: the file stays theirs
         assert mom.prologue(job) == 1  # abort: Torque discards the .o/.e files

@@ -209,7 +209,7 @@ def test_every_config_key_is_documented_and_in_the_example():
 
 
 def test_every_vm_key_is_in_the_user_guide():
-    from vtorque.request.model import KEYS
+    from vtorque.request.grammar import KEYS
 
     guide = (EXAMPLE.parents[1] / "docs" / "user-guide.md").read_text()
     for key in KEYS:

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 from vtorque.job.records import load_record
-from vtorque.runtime import lifecycle
+from vtorque.runtime import prologue
+from vtorque.scheduler.base import Outcome
 from vtorque.site.config import parse_config
 
 NODE = socket.gethostname()
@@ -31,7 +32,7 @@ def fail_start(tmp_path, exit_code=0, attempts=2, job_id="7.head"):
     )
     config = parse_config(text, "/etc/vtorque/test.yml")
     told = []
-    code = lifecycle._after_failed_start(
+    code = prologue._after_failed_start(
         SimpleNamespace(job_id=job_id), config, NODE, "vm-0 did not accept SSH", told.append
     )
     return code, load_record(config.state_dir, job_id), log, told
@@ -39,7 +40,7 @@ def fail_start(tmp_path, exit_code=0, attempts=2, job_id="7.head"):
 
 def test_the_first_failure_offlines_the_node_with_the_reason_and_requeues(tmp_path):
     code, record, log, told = fail_start(tmp_path)
-    assert code == lifecycle.REQUEUE
+    assert code == Outcome.REQUEUE
     assert (record["state"], record["start_failures"]) == ("requeued", [NODE])
     assert log.read_text() == f"-o -N vtorque: vm-0 did not accept SSH {NODE}\n"
     assert "requeued" in told[-1]
@@ -48,7 +49,7 @@ def test_the_first_failure_offlines_the_node_with_the_reason_and_requeues(tmp_pa
 def test_a_second_failure_on_the_same_node_aborts_instead_of_looping(tmp_path):
     fail_start(tmp_path, attempts=5)
     code, record, _, told = fail_start(tmp_path, attempts=5)
-    assert code == lifecycle.ABORT and record["state"] == "aborted"
+    assert code == Outcome.ABORT and record["state"] == "aborted"
     assert f"failed to start on {NODE} before" in record["reason"]
     assert "did not accept SSH" in record["reason"]
     assert "aborted, not requeued" in told[-1]
@@ -56,15 +57,16 @@ def test_a_second_failure_on_the_same_node_aborts_instead_of_looping(tmp_path):
 
 def test_start_attempts_caps_the_failures_anywhere(tmp_path):
     code, record, _, _ = fail_start(tmp_path, attempts=1)
-    assert code == lifecycle.ABORT
+    assert code == Outcome.ABORT
     assert "failed to start 1 times (limits.start_attempts)" in record["reason"]
 
 
 def test_a_node_that_cannot_be_taken_offline_aborts_the_job_with_pbsnodes_words(tmp_path):
-    code, record, log, _ = fail_start(tmp_path, exit_code=1)
-    assert code == lifecycle.ABORT and log.exists()
-    assert "could not be taken offline (exit 1: pbsnodes: refused)" in record["reason"]
-    assert any("could not take" in event["text"] for event in record["events"])
+    code, record, log, told = fail_start(tmp_path, exit_code=1)
+    assert code == Outcome.ABORT and log.exists()
+    assert "could not be taken offline (" in record["reason"]
+    assert "pbsnodes exit 1: pbsnodes: refused)" in record["reason"]
+    assert any(f"could not take {NODE} offline" in line for line in told)
 
 
 def test_records_and_their_dirs_get_their_modes_under_pbs_moms_umask(tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from vtorque.errors import ConfigError, QsubArgsError, RequestError, UntrustedFileError, VTorqueError
-from vtorque.request.model import KEYS, REQUEST_VERSION, load_request
+from vtorque.request.document import REQUEST_VERSION, load_request
+from vtorque.request.grammar import KEYS
 from vtorque.scheduler.torque.pbs_script import read_script
 from vtorque.scheduler.torque.qsub_args import parse_qsub_argv
 from vtorque.site.config import SiteConfig, as_dict, from_data, load_config, parse_config

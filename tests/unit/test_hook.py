@@ -10,7 +10,7 @@ PROBE = """
 import json, sys
 from vtorque.cli.hook import main
 code = main(sys.argv[1:])
-watched = ("ansible_runner", "libvirt", "vtorque.site.config", "vtorque.runtime.lifecycle")
+watched = ("ansible_runner", "libvirt", "vtorque.site.config", "vtorque.runtime.prologue")
 heavy = sorted(m for m in watched if m in sys.modules)
 print(json.dumps({"code": code, "heavy": heavy}))
 """
@@ -46,7 +46,7 @@ def test_a_job_with_a_spool_dir_takes_the_vm_path(tmp_path):
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {
         "code": 1,
-        "heavy": ["vtorque.runtime.lifecycle", "vtorque.site.config"],
+        "heavy": ["libvirt", "vtorque.runtime.prologue", "vtorque.site.config"],
     }  # alice is unknown: abort
 
 

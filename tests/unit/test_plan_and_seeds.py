@@ -7,10 +7,12 @@ import subprocess
 import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.seed import render_seed_files
 from vtorque.errors import RequestError
-from vtorque.guest.seeds import AUTHORIZED_KEYS_DIR, JobKeys, seed_for, vm_nodefile, vm_nodefile_path
+from vtorque.guest.seeds import AUTHORIZED_KEYS_DIR, JobKeys, seed_for, vm_nodefile
 from vtorque.job.plan import Owner, PlanError, make_plan
-from vtorque.request.model import parse_vm_values, resolve_request
-from vtorque.scheduler.torque.hook import HookUsageError, TorqueJob, job_from_hook, parse_event
+from vtorque.request.grammar import parse_vm_values
+from vtorque.request.resolve import resolve_request
+from vtorque.scheduler.base import AllocatedJob, Event
+from vtorque.scheduler.torque.adapter import Adapter, HookUsageError
 from vtorque.site.catalog import ImageEntry
 from vtorque.site.config import parse_config
 
@@ -28,7 +30,7 @@ network:
 
 
 def job(nodes=(("n1", 4),), workdir="/home/alice/run", job_id="42.head"):
-    return TorqueJob("prologue", job_id, "alice", "physics", "sim", "/x.SC", None, nodes, workdir)
+    return AllocatedJob(Event.START, job_id, "alice", "physics", "sim", "/x.SC", nodes, workdir)
 
 
 def assert_cloud_init_accepts(tmp_path, user_data):
@@ -128,7 +130,7 @@ def test_every_seed_passes_cloud_init_schema_and_carries_the_owner_keys_and_netw
     written = {item["path"]: item["content"] for item in user_data["write_files"]}
     assert written[f"{AUTHORIZED_KEYS_DIR}/alice"] == "ssh-ed25519 AAAAjob alice\n"
     assert (
-        written[vm_nodefile_path("42.head")]
+        written["/var/spool/torque/aux/42.head"]
         == "n1-vm0\nn1-vm0\nn1-vm1\nn1-vm1\nn2-vm0\nn2-vm0\nn2-vm1\nn2-vm1\n"
     )
     assert "10.20.2.11 n2-vm1" in written["/etc/hosts"]
@@ -182,10 +184,9 @@ def test_hook_arguments_follow_torque(tmp_path):
         "",
         "/var/spool/torque/mom_priv/jobs/42.SC",
     ]
-    event, parsed = parse_event(["prologue", *args])
-    job = job_from_hook(
-        event, parsed, {"PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": "/w"}, "/var/spool/torque"
-    )
+    torque = Adapter(parse_config("torque: {pbs_home: /var/spool/torque}"))
+    name, parsed = torque.parse_hook(["prologue", *args])
+    job = torque.job_from_hook(name, parsed, {"PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": "/w"})
     assert (job.job_id, job.user, job.script, job.nodes, job.workdir) == (
         "42.head",
         "alice",
@@ -206,23 +207,25 @@ def test_hook_arguments_follow_torque(tmp_path):
         "271",
         "/x.SC",
     ]
-    event, parsed = parse_event(["epilogue", *epilogue])
-    job = job_from_hook(event, parsed, {}, str(tmp_path / "no-pbs-home"))
+    torque = Adapter(parse_config(f"torque: {{pbs_home: {tmp_path / 'no-pbs-home'}}}"))
+    name, parsed = torque.parse_hook(["epilogue", *epilogue])
+    job = torque.job_from_hook(name, parsed, {})
     assert (job.exit_status, job.nodes, job.script) == (271, (), "/x.SC")  # node file gone: local teardown
+    assert (job.event, job.requeued) == (Event.STOP, False)
     with pytest.raises(HookUsageError, match="prologue takes 8 arguments from pbs_mom, got 7"):
-        parse_event(["prologue", *args[:7]])
+        torque.parse_hook(["prologue", *args[:7]])
     with pytest.raises(HookUsageError, match="usage"):
-        parse_event(["postlogue", *args])
+        torque.parse_hook(["postlogue", *args])
 
 
 def test_the_request_must_fit_the_cores_torque_allocated():
-    from vtorque.runtime.lifecycle import _check_allocation
+    from vtorque.job.plan import check_allocation
 
     config = parse_config(BRIDGE)
     request = first_request()
-    _check_allocation(job(nodes=(("n1", 5), ("n2", 5))), request, config)
-    with pytest.raises(RequestError, match="need 5 cores per node .* but Torque allocated 4 on n2"):
-        _check_allocation(job(nodes=(("n1", 5), ("n2", 4))), request, config)
+    check_allocation((("n1", 5), ("n2", 5)), request, config, source="test")
+    with pytest.raises(RequestError, match="need 5 cores per node .* but the job was allocated 4 on n2"):
+        check_allocation((("n1", 5), ("n2", 4)), request, config, source="test")
 
 
 def test_user_metadata_adds_to_the_seed_but_cannot_touch_identity_or_access(tmp_path):
@@ -268,7 +271,7 @@ def test_pinning_and_a_data_disk_are_planned_per_vm_and_seeded_as_the_owners_dat
 
 
 def test_a_ramdisk_job_keeps_its_disks_in_the_job_tmpfs_and_sizes_it_for_them(tmp_path):
-    from vtorque.runtime.lifecycle import RAMDISK_SLACK_MIB, _ramdisk
+    from vtorque.runtime.playbook_vars import RAMDISK_SLACK_MIB, _ramdisk
 
     plan, config = plan_for(text="vms_per_node=2,disk=1G,fs_type=ramdisk")
     ram = plan.job_dir + "/ram"
@@ -280,6 +283,6 @@ def test_a_ramdisk_job_keeps_its_disks_in_the_job_tmpfs_and_sizes_it_for_them(tm
     image = tmp_path / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "3G"], check=True)
     plan = dataclasses.replace(plan, image={**plan.image, "path": str(image)})
-    assert _ramdisk(plan, config) == {"path": ram, "size_mib": 2 * (3072 + 1024 + RAMDISK_SLACK_MIB)}
+    assert _ramdisk(plan) == {"path": ram, "size_mib": 2 * (3072 + 1024 + RAMDISK_SLACK_MIB)}
     shared, _ = plan_for(text="disk=1G")
     assert shared.ramdisk is None and "/ram/" not in shared.rank0.overlay

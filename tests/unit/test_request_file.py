@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from vtorque.errors import RequestError, UntrustedFileError
-from vtorque.request.model import load_request
+from vtorque.request.document import load_request
 from vtorque.site.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
@@ -117,7 +117,7 @@ def test_image_path_comes_from_the_catalog_not_the_file(submitted):
 def test_a_job_directory_swapped_for_a_link_or_for_another_users_is_refused(tmp_path):
     """Between submission and start the owner may replace their spool job directory: with a
     link to another user's (or root's) directory, or a directory someone else owns."""
-    from vtorque.runtime.lifecycle import _check_spool_dir
+    from vtorque.job.spool import check_job_dir
 
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -125,9 +125,9 @@ def test_a_job_directory_swapped_for_a_link_or_for_another_users_is_refused(tmp_
     link = tmp_path / "42.head"
     link.symlink_to(victim)
     with pytest.raises(UntrustedFileError, match="is not a directory \\(links are refused\\)"):
-        _check_spool_dir(str(link), owner_uid=os.getuid())
+        check_job_dir(str(link), owner_uid=os.getuid())
     link.unlink()
     link.mkdir()
     with pytest.raises(UntrustedFileError, match=f"owned by uid {os.getuid()}, expected uid 4242"):
-        _check_spool_dir(str(link), owner_uid=4242)
-    _check_spool_dir(str(link), owner_uid=os.getuid())  # the owner's own directory is fine
+        check_job_dir(str(link), owner_uid=4242)
+    check_job_dir(str(link), owner_uid=os.getuid())  # the owner's own directory is fine

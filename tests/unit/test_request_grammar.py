@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from vtorque.errors import RequestError
-from vtorque.request.model import KEYS, parse_vm_values, resolve_request
+from vtorque.request.grammar import KEYS, parse_vm_values
+from vtorque.request.resolve import resolve_request
 from vtorque.site.catalog import ImageEntry
 from vtorque.site.config import parse_config
 from vtorque.values import parse_bool, parse_count, parse_size_mib

@@ -4,7 +4,8 @@ held runs no hook), and nothing the server still knows or could not say about.""
 import os
 import time
 
-from vtorque.cli.sweep import sweep_spool
+from vtorque.runtime.sweep import sweep_spool
+from vtorque.scheduler.torque.adapter import Adapter
 from vtorque.site.config import parse_config
 
 NOBODY = 65534
@@ -50,8 +51,8 @@ def test_only_old_dirs_of_jobs_the_server_forgot_go(shared_tmp):
     staging = job_dir(spool, ".staging-abc", 120)  # a vsub killed before qsub returned: goes
     rootish = job_dir(spool, "5.head", 120, uid=0)  # not a user's: never touched
     os.symlink("/etc", spool / "6.head")  # a link: never followed
-    assert sweep_spool(config, dry_run=True) == [str(staging), str(forgotten)]
+    assert sweep_spool(config, Adapter(config), dry_run=True) == [str(staging), str(forgotten)]
     assert forgotten.exists() and staging.exists()
-    assert sweep_spool(config) == [str(staging), str(forgotten)]
+    assert sweep_spool(config, Adapter(config)) == [str(staging), str(forgotten)]
     assert not forgotten.exists() and not staging.exists()
     assert all(path.exists() for path in (known, unsure, young, rootish)) and os.path.islink(spool / "6.head")

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 from vtorque.errors import RequestError
-from vtorque.request.model import parse_vm_values, resolve_request
+from vtorque.request.grammar import parse_vm_values
+from vtorque.request.resolve import resolve_request
 from vtorque.site.config import parse_config
 
 ALLOWED = "defaults: {img: tiny}\npolicy: {allow_user_images: true}"

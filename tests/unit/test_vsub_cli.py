@@ -219,7 +219,7 @@ def test_user_image_allowed_by_policy_must_be_the_users_own_file(site, job):
 
 
 def test_help_lists_every_vm_key(site):
-    from vtorque.request.model import KEYS
+    from vtorque.request.grammar import KEYS
 
     done = site.run("vsub", "--help")
     assert done.returncode == 0

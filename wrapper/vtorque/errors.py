@@ -55,3 +55,11 @@ class UntrustedFileError(VTorqueError):
 
 class SubmitError(VTorqueError):
     """qsub/qrls/qdel failed or the spool could not be written; nothing stays queued."""
+
+
+class InfrastructureError(VTorqueError):
+    """libvirt, a node or a guest failed: not the user's fault, the job should run elsewhere."""
+
+
+class JobCancelled(VTorqueError):
+    """The job was deleted (or its epilogue began) while its VMs were starting."""

@@ -63,3 +63,15 @@ def parse_count(value, minimum=1):
     if number < minimum:
         raise ValueError(f"must be at least {minimum}")
     return number
+
+
+def parse_choice(choices):
+    """A parser accepting one of `choices`, case-insensitive."""
+
+    def parse(value):
+        word = str(value).strip().lower()
+        if word not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return word
+
+    return parse

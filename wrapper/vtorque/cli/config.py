@@ -25,7 +25,9 @@ def main(argv, prog="vtorque config"):
         except ConfigError as err:
             print(err, file=sys.stderr)
             return 1
-        problems = _command_problems(config)
+        from vtorque import scheduler
+
+        problems = scheduler.for_config(config).command_problems()
         if problems:
             print(ConfigError(config.source, problems), file=sys.stderr)
             return 1
@@ -39,21 +41,3 @@ def main(argv, prog="vtorque config"):
     sys.stdout.write(f"# {config.source}\n")
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
     return 0
-
-
-def _command_problems(config):
-    """Torque's commands must run on this host: a hook that cannot offline the node would let
-    Torque requeue a failing job onto it forever."""
-    from dataclasses import fields
-
-    from vtorque.site.config_file import command_problem
-
-    problems = []
-    for item in fields(config.torque):
-        if item.name == "pbs_home":
-            continue
-        path = getattr(config.torque, item.name)
-        problem = command_problem(path)
-        if problem:
-            problems.append(f"torque.{item.name}: {path}: {problem}")
-    return problems

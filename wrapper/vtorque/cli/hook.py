@@ -1,17 +1,20 @@
-"""`vtorque-hook EVENT ARGS...`: what Torque's mom_priv shims exec.
+"""`vtorque-hook EVENT ARGS...`: what the batch system's hook scripts exec (Torque: the
+mom_priv shims the compute role installs, with pbs_mom's arguments).
 
 A job without a vTorque spool directory (and no state on this node) is bare metal: the hook
-exits 0 before importing anything heavy. Epilogue exit codes are ignored by Torque, and a
-failing epilogue.precancel would mark the node down, so those never fail.
+exits 0 before importing anything heavy, even when the site config cannot be read. For a VM
+job the scheduler adapter turns the hook into an AllocatedJob and an Event, the runtime acts,
+and the adapter turns its Outcome into the exit code the batch system expects.
 """
 
 import os
 import sys
 
 USAGE = """usage: vtorque-hook EVENT ARGS...
-EVENT is prologue, prologue.parallel, epilogue, epilogue.parallel or epilogue.precancel;
-ARGS are pbs_mom's (8 for prologues, 11 for epilogues). Installed as thin shims in
-$PBS_HOME/mom_priv by the compute role; see docs/job-lifecycle.md."""
+EVENT is the batch system's hook (Torque: prologue, prologue.parallel, epilogue,
+epilogue.parallel or epilogue.precancel, with pbs_mom's 8 or 11 arguments). Installed as thin
+shims by the compute role; see docs/job-lifecycle.md."""
+DEFAULT_SPOOL, DEFAULT_STATE = "/var/spool/vtorque", "/var/lib/vtorque"
 
 
 def main(argv=None):
@@ -19,13 +22,8 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    from vtorque.scheduler.torque.hook import HookUsageError, parse_event
-
-    try:
-        event, args = parse_event(argv)
-    except HookUsageError as err:
-        print(f"vtorque-hook: {err}", file=sys.stderr)
-        return 2
+    from vtorque import scheduler
+    from vtorque.errors import VTorqueError
     from vtorque.site.config_file import config_path, read_config_data
 
     path = config_path()
@@ -33,21 +31,27 @@ def main(argv=None):
         data = read_config_data(path)
     except Exception:  # noqa: BLE001 - an unreadable config is reported on the full path below
         data = None
-    if not _is_vm_job(args[0], data):  # an unreadable config: judged by the default paths
+    data_or_empty = data if isinstance(data, dict) else {}
+    adapter = scheduler.named(data_or_empty.get("scheduler", "torque"))
+    try:
+        name, args = adapter.parse_hook(argv)
+    except VTorqueError as err:
+        print(f"vtorque-hook: {err}", file=sys.stderr)
+        return 2
+    if not _is_vm_job(adapter.hook_job_id(args), data_or_empty):  # an unreadable config: the defaults
         return 0
     try:
-        return _handle(event, args, path, data)
-    except Exception as err:  # noqa: BLE001 - the last line of defence: say why, requeue
-        print(f"vtorque-hook {event}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2 if event.startswith("prologue") else 0
+        return _handle(adapter, name, args, path, data)
+    except Exception as err:  # noqa: BLE001 - the last line of defence: say why, as a failed start
+        print(f"vtorque-hook {name}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        return adapter.failure_exit(name)
 
 
 def _is_vm_job(job_id, data):
     """The fast path: the spool dir vsub made, or state vTorque keeps on this node."""
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
-    data = data if isinstance(data, dict) else {}
-    spool, state = data.get("spool_dir", "/var/spool/vtorque"), data.get("state_dir", "/var/lib/vtorque")
+    spool, state = data.get("spool_dir", DEFAULT_SPOOL), data.get("state_dir", DEFAULT_STATE)
     try:
         state_dir = job_dir(job_id, str(state))
     except ValueError:
@@ -55,32 +59,38 @@ def _is_vm_job(job_id, data):
     return os.path.lexists(os.path.join(str(spool), job_id)) or os.path.lexists(state_dir)
 
 
-def _handle(event, args, path, data):
+def _handle(adapter_class, name, args, path, data):
     """The VM job's event; the config document already read is validated, not read again."""
     from vtorque.errors import VTorqueError
-    from vtorque.scheduler.torque.hook import job_from_hook
+    from vtorque.scheduler.base import Event, Outcome
     from vtorque.site.config import from_data, load_config
 
     try:
         config = load_config(path) if data is None else from_data(data, path)
     except VTorqueError as err:
-        print(f"vtorque-hook {event}: {err}", file=sys.stderr)
-        return 2 if event.startswith("prologue") else 0
-    job = job_from_hook(event, args, os.environ, config.torque.pbs_home)
-    if event == "epilogue.precancel":
-        from vtorque.runtime.job_run import cancel
+        print(f"vtorque-hook {name}: {err}", file=sys.stderr)
+        return adapter_class.failure_exit(name)
+    adapter = adapter_class(config)
+    job = adapter.job_from_hook(name, args, os.environ)
+    outcome = Outcome.OK
+    if job.event is Event.CANCEL:
+        from vtorque.runtime.cancel import cancel
 
         cancel(job, config)
-        return 0
-    if event == "prologue.parallel":
-        return 0  # the mother superior's prologue starts the VMs of every node
-    from vtorque.runtime import lifecycle
+    elif job.event is Event.START:
+        from vtorque.runtime.prologue import start
 
-    if event == "prologue":
-        return lifecycle.start(job, config)
-    if event == "epilogue":
-        return lifecycle.stop(job, config)
-    return lifecycle.stop_on_sister(job, config)
+        outcome = start(job, config)
+    elif job.event is Event.STOP:
+        from vtorque.runtime.epilogue import stop
+
+        stop(job, config)
+    elif job.event is Event.LEAVE:
+        from vtorque.runtime.epilogue import leave
+
+        leave(job, config)
+    # Event.JOIN: the primary node's start brings up the VMs of every node
+    return adapter.exit_code(job.event, outcome)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ several VMs what the owner needs to reach them all by SSH from inside (what mpir
 
 from dataclasses import dataclass
 
-NODEFILE_DIR = "/var/spool/torque/aux"
 AUTHORIZED_KEYS_DIR = "/etc/ssh/vtorque/authorized_keys"
 # The owner's job key and the job's host keys inside the guests, outside the home for the
 # same reason; OpenSSH clients find them through a drop-in scoped to the job's VMs.
@@ -23,11 +22,6 @@ MOUNT_OPTIONS = {
     "virtiofs": "defaults",
     "nfs": "defaults",
 }
-
-
-def vm_nodefile_path(job_id):
-    """Where $PBS_NODEFILE points inside the guests."""
-    return f"{NODEFILE_DIR}/{job_id}"
 
 
 def vm_nodefile(plan):
@@ -122,7 +116,7 @@ def seed_for(plan, vm, keys, extra=None, extra_source=""):
                 "owner": "root:root",
             },
             {
-                "path": vm_nodefile_path(plan.job_id),
+                "path": plan.guest_nodefile,
                 "content": vm_nodefile(plan),
                 "permissions": "0644",
                 "owner": "root:root",

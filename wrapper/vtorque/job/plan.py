@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 
+from vtorque import scheduler
 from vtorque.errors import VTorqueError
 
 USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}
@@ -72,6 +73,7 @@ class JobPlan:
     virt_type: str
     mounts: tuple  # (tag, path on host = path in guest, mount source, type)
     ramdisk: str | None  # fs_type=ramdisk: the tmpfs in the job dir that holds the VMs' disks
+    guest_nodefile: str  # where the job's node file (the VMs) is inside the guests
 
     @property
     def rank0(self):
@@ -140,6 +142,7 @@ def make_plan(job, request, config, owner):
         virt_type=config.libvirt.virt_type,
         mounts=_mounts(config, owner, workdir),
         ramdisk=_ramdisk(job.job_id, request, config),
+        guest_nodefile=scheduler.for_config(config).guest_nodefile(job.job_id),
     )
 
 
@@ -242,3 +245,28 @@ def _mounts(config, owner, workdir):
             source = tag
         mounts.append((tag, os.path.normpath(path), source, mount.type))
     return tuple(mounts)
+
+
+def owner_of(user):
+    """The job owner's passwd identity; KeyError for an unknown user."""
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return Owner(entry.pw_name, entry.pw_uid, entry.pw_gid, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_dir)
+
+
+def check_allocation(nodes, request, config, source):
+    """The VMs must fit in the cores the batch system gave the job: a request edited after
+    submission must not take cores that belong to other jobs."""
+    from vtorque.errors import RequestError
+
+    need = request.cores_per_node(config)
+    for host, slots in nodes:
+        if slots < need:
+            raise RequestError(
+                f"the VMs need {need} cores per node (host_reserve.cores {config.host_reserve.cores}"
+                f" + vcpus {request.vcpus} x vms_per_node {request.vms_per_node}) but the job was"
+                f" allocated {slots} on {host}",
+                source=source,
+            )

@@ -172,3 +172,24 @@ def _previous_log(dir_fd, owner_uid):
         if stat.S_ISREG(info.st_mode) and info.st_uid == owner_uid and info.st_nlink == 1:
             return handle.read(64 * 1024)
     return b""
+
+
+def message(err):
+    """What a person reads of an error; an unknown user comes as a KeyError from pwd."""
+    return str(err) if not isinstance(err, KeyError) else f"unknown user {err.args[0]!r}"
+
+
+class Reporter:
+    """`report` for one job; once the owner is known, also to their spool log."""
+
+    def __init__(self, state_dir, job_id, spool_job_dir):
+        self.state_dir, self.job_id, self.spool, self.owner_uid = state_dir, job_id, spool_job_dir, None
+
+    def __call__(self, text):
+        report(
+            text,
+            state_dir=self.state_dir,
+            job_id=self.job_id,
+            spool_job_dir=self.spool,
+            owner_uid=self.owner_uid,
+        )

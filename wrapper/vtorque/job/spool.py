@@ -15,14 +15,15 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import w
 from vtorque.errors import SubmitError
 from vtorque.owner_side import owner_side
 
-JOB_ID_RE = re.compile(r"[0-9]+(\[[0-9]*\])?(\.[A-Za-z0-9-]+)*")
+# Job ids become directory names: one safe path component, in any batch system's spelling
+# (Torque's 12[3].head, Slurm's 123_4); the scheduler adapter checks its own spelling.
+JOB_ID_RE = re.compile(r"[0-9][A-Za-z0-9._\[\]-]{0,200}")
 STAGING_PREFIX = ".staging-"
 
 
 def check_job_id(job_id):
-    """Job ids become directory names: only Torque's own spelling is accepted."""
-    if not JOB_ID_RE.fullmatch(job_id):
-        raise SubmitError(f"qsub printed {job_id!r}, which is not a Torque job id")
+    if not JOB_ID_RE.fullmatch(job_id) or ".." in job_id:
+        raise SubmitError(f"{job_id!r} is not a job id that can name a spool directory")
     return job_id
 
 
@@ -72,3 +73,16 @@ def remove_as_owner(path, *, owner_uid):
     link's target, another user's files) stays; a link in place of the dir is not followed."""
     if not os.path.islink(path):
         remove(path)
+
+
+def check_job_dir(path, owner_uid):
+    """Root's look at a job's spool dir before acting in it: the owner's, and no link."""
+    from vtorque.errors import UntrustedFileError
+
+    info = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise UntrustedFileError(f"job directory {path} is not a directory (links are refused)")
+    if info.st_uid != owner_uid:
+        raise UntrustedFileError(
+            f"job directory {path} is owned by uid {info.st_uid}, expected uid {owner_uid}"
+        )

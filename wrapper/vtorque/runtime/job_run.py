@@ -1,9 +1,10 @@
-"""`vtorque job-run SPOOL_JOB_DIR [ARGS...]`: the job as Torque runs it, handed to the VMs.
+"""`vtorque job-run SPOOL_JOB_DIR [ARGS...]`: the batch job, handed to its VMs (as the owner).
 
-The wrapper vsub wrote execs this as the job owner. It runs the user's script in the rank-0
-VM over SSH with the per-job key and the pinned host keys, in the job's work dir and with the
-job's PBS_* environment ($PBS_NODEFILE names the VMs), streams stdout and stderr to Torque's
-files and exits with the script's exit code. vm_prologue/vm_epilogue run around it.
+The job wrapper vsub wrote execs this as the job owner. It runs the user's script in the
+rank-0 VM over SSH with the per-job key and the pinned host keys, in the job's work dir and
+with the job's environment as the scheduler adapter gives it to guests (its node file names
+the VMs), streams stdout and stderr to the batch system's files and exits with the script's
+exit code. vm_prologue/vm_epilogue run around it.
 """
 
 import json
@@ -14,8 +15,8 @@ import subprocess
 import sys
 
 from vtorque.errors import VTorqueError
+from vtorque.runtime.cancel import PID_FILE
 
-PID_FILE = "jobrun.pid"
 SSH_FAILED = 255
 
 
@@ -25,7 +26,8 @@ def main(argv, prog="vtorque job-run"):
         return 0 if argv else 2
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
-    from vtorque.guest.seeds import vm_nodefile_path
+    from vtorque import scheduler
+    from vtorque.guest.ssh import OWNER_KNOWN_HOSTS, ssh_command
     from vtorque.site.config import load_config
 
     spool, args = argv[0], argv[1:]
@@ -40,12 +42,10 @@ def main(argv, prog="vtorque job-run"):
     except (OSError, ValueError) as err:
         raise VTorqueError(f"job {job_id} has no running VMs to run in ({err})") from None
     rank0 = vms["vms"][0]
-    workdir = os.environ.get("PBS_O_WORKDIR") or vms["workdir"]
-    env = {key: value for key, value in os.environ.items() if key.startswith("PBS_")}
-    env["PBS_NODEFILE"] = vm_nodefile_path(job_id)
+    batch = scheduler.for_config(config)
+    workdir = batch.workdir(os.environ) or vms["workdir"]
+    env = batch.guest_environment(os.environ, job_id)
     remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
-    from vtorque.runtime.lifecycle import OWNER_KNOWN_HOSTS, ssh_command
-
     ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)
     command = [*ssh, remote]
     with open(os.path.join(spool, "job.sh"), "rb") as script:
@@ -74,30 +74,6 @@ def remote_command(workdir, env, args, vm_prologue=None, vm_epilogue=None):
         steps.append(f"env {assignments} {q(vm_epilogue)} < /dev/null")
     steps.append('rm -f "$f"; exit $rc')
     return "\n".join(steps)
-
-
-CANCELLED_FLAG = "cancelled"
-
-
-def cancel(job, config):
-    """epilogue.precancel (as the job owner): tell a prologue still starting the VMs to stop
-    (a flag in the owner's own spool dir), and end the job's SSH session now, so the job ends
-    promptly; root's epilogue then tears the VMs down."""
-    spool = os.path.join(config.spool_dir, job.job_id)
-    try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-        os.close(os.open(os.path.join(spool, CANCELLED_FLAG), flags, 0o644))
-    except OSError:
-        pass  # no spool dir: nothing is starting
-    try:
-        with open(os.path.join(spool, PID_FILE), encoding="ascii") as handle:
-            pid = int(handle.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            if b"job-run" not in handle.read():
-                return
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        pass
 
 
 def _write_pid(spool):

@@ -37,13 +37,18 @@ def local_names():
     return names | {name.split(".")[0] for name in names}
 
 
+def here(local_nodes=()):
+    """Node names that are this machine: its own, and the site's runner.local_nodes."""
+    return local_names() | set(local_nodes)
+
+
 def inventory(nodes, local=None):
     """Nodes named like this host (or in `local`) run with the local connection, the others over SSH."""
-    here = local_names() | set(local or ())
+    local_here = here(local or ())
     hosts = {}
     for node in nodes:
         host = {"ansible_python_interpreter": sys.executable}
-        if node in here or node.split(".")[0] in here:
+        if node in local_here or node.split(".")[0] in local_here:
             host["ansible_connection"] = "local"
         hosts[node] = host
     return {"all": {"hosts": hosts}}

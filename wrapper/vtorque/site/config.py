@@ -9,7 +9,6 @@ Every key and its default is documented in docs/site-config.md.
 
 import dataclasses
 import ipaddress
-import os
 import re
 import types
 import typing
@@ -17,18 +16,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vtorque.errors import ConfigError, VTorqueError
-from vtorque.site.config_file import TORQUE_COMMANDS, config_path, parse_command, parse_yaml, read_config_data
-from vtorque.values import parse_bool, parse_count, parse_size_mib
+from vtorque.scheduler.torque.config import TorqueConfig
+from vtorque.site.config_file import config_path, parse_yaml, read_config_data
+from vtorque.site.fields import abs_path, opt
+from vtorque.values import parse_bool, parse_choice, parse_count, parse_size_mib
 
 DISTROS = ("debian", "ubuntu", "redhat", "centos", "osv")
 FS_TYPES = ("sharedfs", "ramdisk")
 MOUNT_TYPES = ("none", "9p", "virtiofs", "nfs")
-
-
-def _abs_path(value):
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError("expected an absolute path")
-    return os.path.normpath(value)
 
 
 def _regex(value):
@@ -41,51 +36,22 @@ def _regex(value):
     return value
 
 
-def _lower_choice(choices):
-    def parse(value):
-        word = str(value).strip().lower()
-        if word not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return word
-
-    return parse
-
-
-def _opt(default, parse=None, **meta):
-    """A field with a default and optional parser (and extra metadata such as a minimum)."""
-    if parse is not None:
-        meta["parse"] = parse
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class TorqueConfig:
-    qsub: str = _opt(TORQUE_COMMANDS["qsub"], parse_command)
-    qrls: str = _opt(TORQUE_COMMANDS["qrls"], parse_command)
-    qdel: str = _opt(TORQUE_COMMANDS["qdel"], parse_command)
-    qstat: str = _opt(TORQUE_COMMANDS["qstat"], parse_command)
-    pbsnodes: str = _opt(TORQUE_COMMANDS["pbsnodes"], parse_command)
-    pbs_home: str = _opt("/var/spool/torque", _abs_path)
-
-
 @dataclass(frozen=True)
 class VMDefaults:
     """Values used for every `-vm` key the user does not give (sizes in MiB)."""
 
     img: str | None = None
-    distro: str | None = _opt(None, _lower_choice(DISTROS))
-    ram: int = _opt(2048, parse_size_mib)
+    distro: str | None = opt(None, parse_choice(DISTROS))
+    ram: int = opt(2048, parse_size_mib)
     vcpus: int = 1
     vms_per_node: int = 1
     arch: Literal["x86_64"] = "x86_64"
     vcpu_pinning: bool = False
-    disk: int | None = _opt(None, parse_size_mib)
-    fs_type: str = _opt("sharedfs", _lower_choice(FS_TYPES))
+    disk: int | None = opt(None, parse_size_mib)
+    fs_type: str = opt("sharedfs", parse_choice(FS_TYPES))
     vrdma: bool = False
     unclot: bool = False
-    unclot_shmem: int = _opt(1024, parse_size_mib)
+    unclot_shmem: int = opt(1024, parse_size_mib)
     iocm: bool = False
     iocm_min_cores: int = 1
     iocm_max_cores: int = 4
@@ -96,29 +62,29 @@ class Limits:
     """Upper bounds a request must stay within (per VM unless the name says otherwise)."""
 
     max_vcpus: int = 64
-    max_ram_mib: int = _opt(256 * 1024, parse_size_mib)
+    max_ram_mib: int = opt(256 * 1024, parse_size_mib)
     max_vms_per_node: int = 8
-    max_disk_mib: int = _opt(1024 * 1024, parse_size_mib)
+    max_disk_mib: int = opt(1024 * 1024, parse_size_mib)
     max_iocm_cores: int = 12
-    max_unclot_shmem_mib: int = _opt(16 * 1024, parse_size_mib)
+    max_unclot_shmem_mib: int = opt(16 * 1024, parse_size_mib)
     # Failed starts (infrastructure failures) before the job is aborted instead of requeued;
     # a second failure on one node aborts at once. Torque's pbs_sched would requeue forever.
-    start_attempts: int = _opt(2, min=1)
+    start_attempts: int = opt(2, min=1)
 
 
 @dataclass(frozen=True)
 class HostReserve:
     """Kept for the host OS on every node; added to the job's ppn and mem."""
 
-    cores: int = _opt(1, min=0)
-    ram_mib: int = _opt(2048, parse_size_mib)
+    cores: int = opt(1, min=0)
+    ram_mib: int = opt(2048, parse_size_mib)
 
 
 @dataclass(frozen=True)
 class Policy:
     exclusive_node_alloc: bool = True
     allow_user_images: bool = False
-    disabled_hosts: str = _opt("", _regex)
+    disabled_hosts: str = opt("", _regex)
     iocm: bool = False
     vrdma: bool = False
     unclot: bool = False
@@ -135,7 +101,7 @@ class DerivedRanges:
     """Rule for nodes without an explicit range: the first number captured by `pattern` from
     the node name picks block number N, whose addresses start at `first` + N * `per_node`."""
 
-    pattern: str = _opt(r"(\d+)", _regex)
+    pattern: str = opt(r"(\d+)", _regex)
     first: str | None = None
     per_node: int = 8
 
@@ -147,11 +113,11 @@ class NetworkConfig:
     libvirt_network: str = "default"
     cidr: str | None = None
     gateway: str | None = None
-    dns: list[str] = _opt([])
-    search: list[str] = _opt([])
-    ranges: dict[str, str] = _opt({})
+    dns: list[str] = opt([])
+    search: list[str] = opt([])
+    ranges: dict[str, str] = opt({})
     derive: DerivedRanges | None = None
-    ssh_port_base: int = _opt(22200, min=1024)
+    ssh_port_base: int = opt(22200, min=1024)
 
     def addresses_for(self, node):
         """Guest addresses reserved for `node`, in order; [] in user mode.
@@ -185,7 +151,7 @@ class NetworkConfig:
 class Mount:
     """How a host directory reaches the guest; `nfs` mounts `nfs_server:nfs_export` instead."""
 
-    type: str = _opt("9p", _lower_choice(MOUNT_TYPES))
+    type: str = opt("9p", parse_choice(MOUNT_TYPES))
     nfs_server: str | None = None
     nfs_export: str | None = None
 
@@ -194,14 +160,14 @@ class Mount:
 class GuestMounts:
     # The home is not mounted by default: a mounted home hides the guest's ~/.ssh, which
     # guests whose SSH server reads only ~/.ssh/authorized_keys (dropbear) need for the job key.
-    home: Mount = _opt(Mount(type="none"))
-    workdir: Mount = _opt(Mount())
+    home: Mount = opt(Mount(type="none"))
+    workdir: Mount = opt(Mount())
 
 
 @dataclass(frozen=True)
 class GuestConfig:
-    mounts: GuestMounts = _opt(GuestMounts())
-    ntp_servers: list[str] = _opt([])
+    mounts: GuestMounts = opt(GuestMounts())
+    ntp_servers: list[str] = opt([])
 
 
 @dataclass(frozen=True)
@@ -222,36 +188,37 @@ class RunnerConfig:
     pipelining: bool = True
     # Node names that are this machine (local connection): a one-machine site that plays
     # several nodes, as the tests and `vtorque run` do. Real nodes are reached over SSH.
-    local_nodes: list[str] = _opt([])
+    local_nodes: list[str] = opt([])
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    file: str | None = _opt(None, _abs_path)
+    file: str | None = opt(None, abs_path)
 
 
 @dataclass(frozen=True)
 class SiteConfig:
-    spool_dir: str = _opt("/var/spool/vtorque", _abs_path)
-    state_dir: str = _opt("/var/lib/vtorque", _abs_path)
-    records_keep_days: int = _opt(30, min=0)
+    scheduler: Literal["torque"] = "torque"  # the batch system (vtorque.scheduler)
+    spool_dir: str = opt("/var/spool/vtorque", abs_path)
+    state_dir: str = opt("/var/lib/vtorque", abs_path)
+    records_keep_days: int = opt(30, min=0)
     # `vtorque sweep` removes spool dirs of jobs the server no longer knows (deleted while queued
     # or held: Torque runs no hook for them) once they are this old.
-    spool_grace_minutes: int = _opt(60, min=0)
-    images: str = _opt("/etc/vtorque/images.yml", _abs_path)
-    domain_template: str | None = _opt(None, _abs_path)
-    torque: TorqueConfig = _opt(TorqueConfig())
-    defaults: VMDefaults = _opt(VMDefaults())
-    limits: Limits = _opt(Limits())
-    host_reserve: HostReserve = _opt(HostReserve())
-    policy: Policy = _opt(Policy())
-    libvirt: LibvirtConfig = _opt(LibvirtConfig())
-    network: NetworkConfig = _opt(NetworkConfig())
-    guest: GuestConfig = _opt(GuestConfig())
-    timeouts: Timeouts = _opt(Timeouts())
-    runner: RunnerConfig = _opt(RunnerConfig())
-    logging: LoggingConfig = _opt(LoggingConfig())
+    spool_grace_minutes: int = opt(60, min=0)
+    images: str = opt("/etc/vtorque/images.yml", abs_path)
+    domain_template: str | None = opt(None, abs_path)
+    torque: TorqueConfig = opt(TorqueConfig())
+    defaults: VMDefaults = opt(VMDefaults())
+    limits: Limits = opt(Limits())
+    host_reserve: HostReserve = opt(HostReserve())
+    policy: Policy = opt(Policy())
+    libvirt: LibvirtConfig = opt(LibvirtConfig())
+    network: NetworkConfig = opt(NetworkConfig())
+    guest: GuestConfig = opt(GuestConfig())
+    timeouts: Timeouts = opt(Timeouts())
+    runner: RunnerConfig = opt(RunnerConfig())
+    logging: LoggingConfig = opt(LoggingConfig())
     source: str = field(default="(built-in defaults)", compare=False, metadata={"internal": True})
 
 
@@ -390,6 +357,11 @@ def _check_rules(config, problems):
         mount = getattr(config.guest.mounts, name)
         if mount.type == "nfs" and not (mount.nfs_server and mount.nfs_export):
             problems.append(f"guest.mounts.{name}: type nfs needs nfs_server and nfs_export")
+        if mount.type == "virtiofs":  # it needs virtiofsd and shared memory backing, not yet there
+            problems.append(
+                f"guest.mounts.{name}: type virtiofs is not supported yet (it would be rendered as"
+                " a 9p share); use 9p or nfs"
+            )
 
 
 def _check_network(network, problems):

@@ -12,10 +12,6 @@ from vtorque.errors import ConfigError, VTorqueError
 DEFAULT_PATH = "/etc/vtorque/vtorque.yml"
 ENV_VAR = "VTORQUE_CONFIG"
 MAX_BYTES = 1024 * 1024
-# Absolute paths: hooks run with PATH=/bin:/usr/bin (docs/torque.md), where Torque's commands
-# usually are not. The defaults are where Torque's own `make install` puts them; the roles
-# write each host's real paths at deploy time.
-TORQUE_COMMANDS = {name: f"/usr/local/bin/{name}" for name in ("qsub", "qrls", "qdel", "qstat", "pbsnodes")}
 
 
 def config_path(path=None):
@@ -70,13 +66,3 @@ def command_problem(path):
     if not os.access(path, os.X_OK):
         return "not executable"
     return None
-
-
-def torque_command(data, name, path):
-    """`torque.<name>` of an unvalidated config document, checked like load_config checks it."""
-    torque = data.get("torque") if isinstance(data, dict) else None
-    value = torque.get(name, TORQUE_COMMANDS[name]) if isinstance(torque, dict) else TORQUE_COMMANDS[name]
-    try:
-        return parse_command(value)
-    except ValueError as err:
-        raise ConfigError(path, [f"torque.{name}: {err}, got {value!r}"]) from None

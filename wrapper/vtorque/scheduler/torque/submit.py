@@ -55,9 +55,10 @@ def main(argv=None):
 
 def _submit(argv, dry_run):
     from vtorque.errors import QsubArgsError
+    from vtorque.scheduler.torque.config import command as torque_command
     from vtorque.scheduler.torque.pbs_script import directive_prefix, read_script
     from vtorque.scheduler.torque.qsub_args import parse_qsub_argv
-    from vtorque.site.config_file import config_path, read_config_data, torque_command
+    from vtorque.site.config_file import config_path, read_config_data
 
     path = config_path()
     data = read_config_data(path)
@@ -142,7 +143,8 @@ def _submit_vm_job(config, args, script, dry_run):
     import socket
 
     from vtorque.errors import QsubArgsError, SubmitError
-    from vtorque.request.model import parse_vm_values, resolve_request
+    from vtorque.request.grammar import parse_vm_values
+    from vtorque.request.resolve import resolve_request
 
     for letter, why in (
         ("I", "interactive VM jobs are not supported yet"),
@@ -226,7 +228,8 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
 
     from vtorque.errors import SubmitError
     from vtorque.job import spool
-    from vtorque.request.model import request_document
+    from vtorque.request.document import request_document
+    from vtorque.scheduler.torque.adapter import Adapter
     from vtorque.scheduler.torque.pbs_script import render_job_wrapper
 
     staging = spool.create_staging(config.spool_dir)
@@ -257,7 +260,7 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
     job_id = lines[-1] if lines else ""
     job_dir = staging
     try:
-        job_dir = spool.publish(staging, config.spool_dir, job_id)
+        job_dir = spool.publish(staging, config.spool_dir, Adapter.check_job_id(job_id))
         document = request_document(request, asked, argv, job_id, os.getuid())
         spool.write_request(job_dir, document)
         if not user_hold:

@@ -62,16 +62,36 @@ def _unmount_ramdisk(job_path: str) -> None:
 
 
 def sweep(params: dict, check_mode: bool) -> dict:
-    job_id, live_jobs = params.get("job_id"), params.get("live_jobs")
-    state_dir = params["state_dir"]
-    hv = Hypervisor(params["uri"])
+    """The vm_sweep module's entry: its parameters as sweep_jobs' keywords."""
+    return sweep_jobs(
+        uri=params["uri"],
+        state_dir=params["state_dir"],
+        job_id=params.get("job_id"),
+        live_jobs=params.get("live_jobs"),
+        shutdown_timeout=params.get("shutdown_timeout") or 0,
+        check_mode=check_mode,
+    )
+
+
+def sweep_jobs(
+    *,
+    uri: str,
+    state_dir: str,
+    job_id: str | None = None,
+    live_jobs: list | None = None,
+    shutdown_timeout: int = 0,
+    check_mode: bool = False,
+) -> dict:
+    """Every domain and job dir of job `job_id`, or with no `job_id` of every job not in
+    `live_jobs`; guests get `shutdown_timeout` seconds to shut down (0: destroyed at once)."""
+    hv = Hypervisor(uri)
     try:
         if job_id is not None:
             names = job_domain_names(hv, job_id)
         else:
             names = orphan_domain_names(hv, live_jobs or [])
         for name in names:
-            DomainState(hv, name, check_mode).remove(params["shutdown_timeout"], "acpi")
+            DomainState(hv, name, check_mode).remove(shutdown_timeout, "acpi")
     finally:
         hv.close()
     directories = _job_dirs(state_dir, job_id, live_jobs)

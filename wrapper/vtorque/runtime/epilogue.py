@@ -1,0 +1,104 @@
+"""After the job, as root: every VM and file of it goes, on every node (the primary node's
+`stop`, through the job_stop playbook) or on this node (`leave`, in-process); and the quick
+teardown of a start that the job's deletion cut short.
+
+The spool dir goes at every final end and stays only when the batch system requeues the job
+(its next attempt needs the request). The record keeps what a failed start said (`requeued`,
+`cancelled`, `aborted`) and gets the exit status and the epilogue's time.
+"""
+
+import os
+import socket
+import time
+
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep_jobs
+
+from vtorque.errors import VTorqueError
+from vtorque.job import statedir
+from vtorque.job.plan import owner_of
+from vtorque.job.ports import release_ports
+from vtorque.job.records import load_record, message, report, update_record
+from vtorque.job.spool import remove_as_owner
+from vtorque.runtime.cancel import epilogue_began
+from vtorque.runtime.playbook_vars import stop_variables
+from vtorque.runtime.runner import here, run_playbook
+
+START_ENDED = ("requeued", "cancelled", "aborted")  # what a prologue that did not start says
+
+
+def stop(job, config):
+    began = time.monotonic()
+    nodes = tuple(host for host, _ in job.nodes) or (socket.gethostname(),)
+    before = (load_record(config.state_dir, job.job_id) or {}).get("state")
+    # Said first: a prologue still starting this job's VMs then stops instead of taking the
+    # teardown under it (a vanished guest) for an infrastructure failure.
+    update_record(config.state_dir, job.job_id, state="stopping", stopped_at=time.time())
+    # Only guests that ran the job are asked to shut down; a start cut short is destroyed at
+    # once (a booting guest ignores ACPI, and a deleted job must end promptly).
+    result = teardown(job.job_id, nodes, config, graceful=before == "running")
+    changes = {"exit_status": job.exit_status, "phases": {"epilogue": round(time.monotonic() - began, 2)}}
+    if not result.ok:
+        changes["reason"] = "; ".join(result.failures) or result.status
+        report(f"teardown failed: {changes['reason']}", state_dir=config.state_dir, job_id=job.job_id)
+    update_record(config.state_dir, job.job_id, **changes)
+    # The state a failed start left (or a cancelled prologue writes meanwhile) is the story.
+    keep = before if before in START_ENDED and result.ok else None
+    update_record(
+        config.state_dir,
+        job.job_id,
+        state=keep or ("ended" if result.ok else "teardown failed"),
+        unless=lambda record: result.ok and record.get("state") == "cancelled",
+    )
+    if not job.requeued:
+        _remove_spool_dir(config, job)
+
+
+def leave(job, config):
+    """Another node's end of the job: anything of it left here goes, without Ansible."""
+    sweep_here(job.job_id, config, config.timeouts.shutdown)
+
+
+def cut_short(job_id, nodes, config):
+    """A start the job's deletion cut short: this node's VMs are destroyed in-process, at once,
+    since the batch system may stop waiting for the prologue of a deleted job within seconds
+    (Torque: kill_delay after the SIGTERM, docs/torque.md). Other nodes are the epilogue's,
+    which comes after; only when it has begun already (it may have swept before this
+    prologue's VMs existed) does the playbook tear them down too."""
+    sweep_here(job_id, config, 0)
+    local = here(config.runner.local_nodes)
+    remote = tuple(node for node in nodes if node not in local and node.split(".")[0] not in local)
+    if remote and epilogue_began(config.state_dir, job_id):
+        teardown(job_id, remote, config, graceful=False)
+
+
+def sweep_here(job_id, config, shutdown_timeout):
+    """Every domain and file of the job on this node, in-process (no Ansible start-up)."""
+    sweep_jobs(
+        uri=config.libvirt.uri, state_dir=config.state_dir, job_id=job_id, shutdown_timeout=shutdown_timeout
+    )
+    release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
+
+
+def teardown(job_id, nodes, config, graceful=True):
+    """The job_stop playbook; `graceful` asks the guests to shut down first (timeouts.shutdown)."""
+    variables = stop_variables(job_id, config, config.timeouts.shutdown if graceful else 0)
+    result = run_playbook(
+        "stop",
+        nodes,
+        variables,
+        work_dir=statedir.subdir(config.state_dir, "runner"),
+        runner_config=config.runner,
+        timeout=config.timeouts.epilogue,
+        local_nodes=config.runner.local_nodes,
+    )
+    if result.ok:  # the job dir is gone, and with it what its port claims point at
+        release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
+    return result
+
+
+def _remove_spool_dir(config, job):
+    try:
+        remove_as_owner(os.path.join(config.spool_dir, job.job_id), owner_uid=owner_of(job.user).uid)
+    except (KeyError, VTorqueError) as err:
+        report(f"the spool dir stays: {message(err)}", state_dir=config.state_dir, job_id=job.job_id)

@@ -1,0 +1,112 @@
+"""The job playbooks' variables: the contract between the host side and the collection.
+
+job_start.yml applies exactly what `start_variables` says (its `vtorque` mapping) and job_stop
+what `stop_variables` says; the playbooks compute nothing of their own. Seeds hold private keys,
+so they travel in a list of their own, looped only by the no_log seed task: the other tasks'
+loop items (kept in runner events) carry no secret.
+"""
+
+from xml.sax.saxutils import quoteattr
+
+from vtorque.guest.seeds import seed_for
+
+RAMDISK_SLACK_MIB = 64  # per VM: qcow2 metadata on top of the guest-visible sizes
+
+
+def start_variables(plan, config, keys, extra=None, extra_source=""):
+    vms, seeds = [], []
+    for vm in plan.vms:
+        meta, user_data, network = seed_for(plan, vm, keys, extra, extra_source)
+        seeds.append(
+            {
+                "node": vm.node,
+                "name": vm.name,
+                "path": vm.seed,
+                "meta_data": meta,
+                "user_data": user_data,
+                "network_config": network,
+            }
+        )
+        disks = [{"path": vm.overlay, "format": "qcow2"}]
+        if vm.data_disk:
+            disks.append({"path": vm.data_disk, "format": "qcow2"})
+        vms.append(
+            {
+                "node": vm.node,
+                "name": vm.name,
+                "overlay": vm.overlay,
+                "seed": vm.seed,
+                "serial_log": vm.serial_log,
+                "vcpus": vm.vcpus,
+                "memory_mib": vm.memory_mib,
+                "address": vm.address,
+                "job": {"id": plan.job_id, "node": vm.node, "index": vm.index},
+                "nics": [_nic(plan, vm)],
+                "disks": disks,
+                "data_disk": vm.data_disk,
+                "data_disk_size": f"{vm.data_disk_mib}M" if vm.data_disk else None,
+                "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(core)} for vcpu, core in vm.cpu_pinning],
+            }
+        )
+    image = plan.image
+    boot = {"kernel": image["kernel"], "initrd": image["initrd"], "cmdline": image["cmdline"] or ""}
+    return {
+        "vtorque": {
+            "uri": plan.uri,
+            "job_dir": plan.job_dir,
+            "virt_type": plan.virt_type,
+            "image": image,
+            "boot": boot if image["kernel"] else None,
+            "template": config.domain_template,
+            "extra_devices": [
+                _filesystem(tag, path) for tag, path, _source, kind in plan.mounts if kind == "9p"
+            ],
+            "wait_timeout": config.timeouts.boot,
+            "ramdisk": _ramdisk(plan),
+            "vms": vms,
+            "seeds": seeds,
+        }
+    }
+
+
+def stop_variables(job_id, config, shutdown_timeout):
+    return {
+        "vtorque": {
+            "uri": config.libvirt.uri,
+            "job_id": job_id,
+            "state_dir": config.state_dir,
+            "shutdown_timeout": shutdown_timeout,
+        }
+    }
+
+
+def _ramdisk(plan):
+    """fs_type=ramdisk: the job's tmpfs (per node) and its size, enough for every VM of the node
+    to fill its overlay and data disk; tmpfs takes memory only for what is written."""
+    if not plan.ramdisk:
+        return None
+    from vtorque.site.catalog import virtual_size_mib
+
+    per_vm = virtual_size_mib(plan.image["path"]) + (plan.rank0.data_disk_mib or 0) + RAMDISK_SLACK_MIB
+    vms_per_node = len(plan.vms) // len(plan.nodes)
+    return {"path": plan.ramdisk, "size_mib": per_vm * vms_per_node}
+
+
+def _nic(plan, vm):
+    if plan.network_mode == "user":
+        return {
+            "mode": "user",
+            "mac": vm.mac,
+            "host_port": vm.ssh_port,
+            "guest_address": vm.address.split("/")[0],
+        }
+    mode = "bridge" if plan.network_mode == "bridge" else "network"
+    return {"mode": mode, "source": plan.network_source, "mac": vm.mac}
+
+
+def _filesystem(tag, path):
+    """A 9p share (virtiofs is refused by the site config until it is done for real)."""
+    return (
+        f"<filesystem type='mount' accessmode='passthrough'><source dir={quoteattr(path)}/>"
+        f"<target dir={quoteattr(tag)}/></filesystem>"
+    )
