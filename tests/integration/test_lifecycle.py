@@ -172,7 +172,7 @@ def test_a_job_deleted_while_held_runs_no_hook_and_the_sweep_removes_its_spool(t
             check=False,
         )
         assert swept.returncode == 0, swept.stderr
-        assert f"removed {spool} (its job is unknown to the server)" in swept.stdout
+        assert f"removed {spool} (the server will not run its job)" in swept.stdout
         assert not spool.exists()
     finally:
         mom.close()

@@ -26,7 +26,7 @@ def main(argv, prog="vtorque sweep"):
     for job_id in swept.records:
         print(f"{verb} the record of job {job_id} (older than {config.records_keep_days} days)")
     for path in swept.spool_dirs:
-        print(f"{verb} {path} (its job is unknown to the server)")
+        print(f"{verb} {path} (the server will not run its job)")
     if not (swept.domains or swept.directories or swept.records or swept.spool_dirs):
         print(f"nothing to sweep ({len(swept.live)} running job(s) kept)")
     return 0

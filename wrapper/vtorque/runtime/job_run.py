@@ -51,8 +51,17 @@ def main(argv, prog="vtorque job-run"):
     with open(os.path.join(spool, "job.sh"), "rb") as script:
         child = subprocess.Popen(command, stdin=script)  # noqa: S603 - argv list
     _write_pid(spool)
-    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    killed = []
+
+    def end_session(*_):  # the batch system kills the job (qdel, walltime): end the session
+        killed.append(True)
+        child.terminate()
+
+    signal.signal(signal.SIGTERM, end_session)
     code = child.wait()
+    if killed:
+        print(f"vtorque: the job was killed; its session in VM {rank0['name']} ended", file=sys.stderr)
+        return 128 + signal.SIGTERM
     if code == SSH_FAILED:
         print(f"vtorque: lost the connection to VM {rank0['name']} (ssh exit 255)", file=sys.stderr)
     return code

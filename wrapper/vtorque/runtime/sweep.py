@@ -2,7 +2,7 @@
 
 A job runs on this node while the batch system says so (its adapter's `live_jobs`); every
 other job's domains (named vt-<job>-..., tagged with the job) and state directories go, and its
-record once it is older than `records_keep_days`. Spool dirs of jobs the server no longer knows
+record once it is older than `records_keep_days`. Spool dirs of jobs the server will not run
 (Torque: deleted while queued or held, when no hook runs) go once they are older than
 `spool_grace_minutes`, removed as their owner; so do staging dirs a killed vsub left.
 """
@@ -51,8 +51,9 @@ def sweep_node(config, *, dry_run=False):
 
 
 def sweep_spool(config, adapter, *, dry_run=False):
-    """Spool dirs removed: those older than spool_grace_minutes whose job the server no longer
-    knows, and staging dirs. Links, root's entries and other files are never touched."""
+    """Spool dirs removed: those older than spool_grace_minutes whose job the server will not
+    run (completed or forgotten), and staging dirs. Links, root's entries and other files are
+    never touched."""
     try:
         names = sorted(os.listdir(config.spool_dir))
     except FileNotFoundError:
@@ -69,7 +70,7 @@ def sweep_spool(config, adapter, *, dry_run=False):
                 check_job_id(name)
             except SubmitError:
                 continue  # not vsub's
-            if adapter.knows(name) is not False:
+            if adapter.may_run(name) is not False:
                 continue
         if not dry_run:
             try:

@@ -143,15 +143,17 @@ class Adapter:
             ) from None
         return sorted({name.rsplit(".", 1)[0] for name in names if name.endswith((".SC", ".JB", ".TK"))})
 
-    def knows(self, job_id):
-        """Whether pbs_server still knows `job_id` (queued, held, running or kept completed);
-        None when qstat could not tell (server down, timeout): then nothing may go for it."""
+    def may_run(self, job_id):
+        """Whether pbs_server may still run `job_id` (queued, held or running): False once it is
+        completed (state C, kept for keep_completed) or forgotten; None when qstat could not
+        tell (server down, timeout): then nothing may go for it."""
         try:
-            done = _run([self.torque.qstat, job_id])
+            done = _run([self.torque.qstat, "-f", job_id])
         except (OSError, subprocess.SubprocessError):
             return None
         if done.returncode == 0:
-            return True
+            state = re.search(r"^\s*job_state = (\S+)", done.stdout, re.M)
+            return None if state is None else state.group(1) != "C"
         return False if UNKNOWN_JOB in done.stderr else None
 
     # --- the job's side ------------------------------------------------------------------

@@ -54,7 +54,7 @@ def _qstat(queue, calls, job_id):
     with open(calls, encoding="utf-8") as handle:
         deleted = any(json.loads(line)[:2] == ["qdel", job_id] for line in handle)
     if submitted and not deleted and not os.path.exists(os.path.join(queue, f"{job_id}.forgotten")):
-        print(f"{job_id}  vtorque-local  Q")
+        print(f"Job Id: {job_id}\n    job_state = Q")
         return 0
     print(f"qstat: Unknown Job Id Error {job_id}", file=sys.stderr)
     return UNKNOWN_EXIT
