@@ -3,15 +3,13 @@
 The dataclasses below ARE the schema: one generic walker converts the YAML mapping into them
 using each field's type (bool, int, str, Literal choices, lists, nested sections) or an
 explicit parser in the field's metadata, and collects every problem with its dotted key so
-`vtorque config check` reports them all at once. Cross-field rules live in `_check_rules`.
+`vtorque config check` reports them all at once. Cross-field rules live in site/rules.py.
 Every key and its default is documented in docs/site-config.md.
 """
 
 import dataclasses
 import ipaddress
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,7 +17,9 @@ from vtorque.errors import ConfigError, VTorqueError
 from vtorque.scheduler.torque.config import TorqueConfig
 from vtorque.site.config_file import config_path, parse_yaml, read_config_data
 from vtorque.site.fields import abs_path, opt
-from vtorque.values import parse_bool, parse_choice, parse_count, parse_size_mib
+from vtorque.site.rules import check_rules
+from vtorque.site.schema import build
+from vtorque.values import parse_choice, parse_size_mib
 
 DISTROS = ("debian", "ubuntu", "redhat", "centos", "osv")
 FS_TYPES = ("sharedfs", "ramdisk")
@@ -247,9 +247,9 @@ def parse_config(text, path="(string)"):
 def from_data(data, path):
     """SiteConfig from an already parsed document (see config_file.read_config_data)."""
     problems = []
-    config = _build(SiteConfig, data, "", problems)
+    config = build(SiteConfig, data, "", problems)
     if not problems:
-        _check_rules(config, problems)
+        check_rules(config, problems)
     if problems:
         raise ConfigError(path, problems)
     return dataclasses.replace(config, source=path)
@@ -263,143 +263,3 @@ def as_dict(config, user_view=False):
         data = {key: data[key] for key in USER_VISIBLE}
         data["network"] = {"mode": config.network.mode}
     return data
-
-
-def _join(where, key):
-    return f"{where}.{key}" if where else str(key)
-
-
-def _build(cls, data, where, problems):
-    """`cls(**data)` after converting each value by its declared type; problems collected."""
-    if not isinstance(data, dict):
-        problems.append(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
-        return cls()
-    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    for key in data:
-        if key not in known:
-            problems.append(f"{_join(where, key)}: unknown key (known keys here: {', '.join(known)})")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, spec in known.items():
-        if name in data:
-            key = _join(where, name)
-            try:
-                values[name] = _convert(hints[name], data[name], spec.metadata, key, problems)
-            except ValueError as err:
-                problems.append(f"{key}: {err}, got {data[name]!r}")
-    return cls(**values)
-
-
-def _convert(hint, value, meta, key, problems):
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType):
-        if value is None:
-            return None
-        (hint,) = [arg for arg in args if arg is not type(None)]
-        args = typing.get_args(hint)
-    if "parse" in meta:
-        return meta["parse"](value)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key, problems)
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"expected one of {', '.join(map(str, args))}")
-        return value
-    if origin is list:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ValueError("expected a list of strings")
-        return list(value)
-    if origin is dict:
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise ValueError("expected a mapping of strings to strings")
-        return dict(value)
-    if hint is bool:
-        return parse_bool(value)
-    if hint is int:
-        return parse_count(value, minimum=meta.get("min", 1))
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError("expected a string")
-        return value
-    raise TypeError(f"no converter for {hint!r} at {key}")
-
-
-def _check_rules(config, problems):
-    """Rules that involve more than one key."""
-    defaults, limits = config.defaults, config.limits
-    for key, value, limit_key in (
-        ("vcpus", defaults.vcpus, "max_vcpus"),
-        ("ram", defaults.ram, "max_ram_mib"),
-        ("vms_per_node", defaults.vms_per_node, "max_vms_per_node"),
-        ("iocm_max_cores", defaults.iocm_max_cores, "max_iocm_cores"),
-        ("unclot_shmem", defaults.unclot_shmem, "max_unclot_shmem_mib"),
-        ("disk", defaults.disk or 0, "max_disk_mib"),
-    ):
-        if value > getattr(limits, limit_key):
-            problems.append(
-                f"defaults.{key}: {value} exceeds limits.{limit_key} ({getattr(limits, limit_key)})"
-            )
-    if defaults.iocm_min_cores > defaults.iocm_max_cores:
-        problems.append(
-            f"defaults.iocm_min_cores: {defaults.iocm_min_cores} is above"
-            f" defaults.iocm_max_cores ({defaults.iocm_max_cores})"
-        )
-    for switch in ("iocm", "vrdma", "unclot"):
-        if getattr(defaults, switch) and not getattr(config.policy, switch):
-            problems.append(
-                f"defaults.{switch}: true, but policy.{switch} is false (switched off on this site)"
-            )
-    _check_network(config.network, problems)
-    for name in ("home", "workdir"):
-        mount = getattr(config.guest.mounts, name)
-        if mount.type == "nfs" and not (mount.nfs_server and mount.nfs_export):
-            problems.append(f"guest.mounts.{name}: type nfs needs nfs_server and nfs_export")
-        if mount.type == "virtiofs":  # it needs virtiofsd and shared memory backing, not yet there
-            problems.append(
-                f"guest.mounts.{name}: type virtiofs is not supported yet (it would be rendered as"
-                " a 9p share); use 9p or nfs"
-            )
-
-
-def _check_network(network, problems):
-    for index, server in enumerate(network.dns):
-        _address(server, f"network.dns[{index}]", problems)
-    if network.mode == "user":
-        return
-    if not network.cidr or not network.gateway:
-        problems.append(f"network: mode {network.mode} needs cidr and gateway (the guest address pool)")
-        return
-    try:
-        pool = ipaddress.ip_network(network.cidr)
-    except ValueError as err:
-        problems.append(f"network.cidr: {err}, got {network.cidr!r}")
-        return
-    gateway = _address(network.gateway, "network.gateway", problems)
-    if gateway is not None and gateway not in pool:
-        problems.append(f"network.gateway: {gateway} is outside network.cidr {pool}")
-    for node, span in network.ranges.items():
-        parts = span.split("-")
-        ends = [_address(part.strip(), f"network.ranges.{node}", problems) for part in parts]
-        if len(parts) != 2 or None in ends:
-            if len(parts) != 2:
-                problems.append(f"network.ranges.{node}: expected FIRST-LAST addresses, got {span!r}")
-            continue
-        if ends[0] > ends[1] or ends[0] not in pool or ends[1] not in pool:
-            problems.append(f"network.ranges.{node}: {span!r} is not an ascending range inside {pool}")
-    if network.derive is not None:
-        first = _address(network.derive.first, "network.derive.first", problems)
-        if first is not None and first not in pool:
-            problems.append(f"network.derive.first: {first} is outside network.cidr {pool}")
-    if not network.ranges and network.derive is None:
-        problems.append(f"network: mode {network.mode} needs ranges (per node) or derive (a rule)")
-
-
-def _address(text, key, problems):
-    try:
-        return ipaddress.ip_address(str(text))
-    except ValueError:
-        problems.append(f"{key}: expected an IP address, got {text!r}")
-        return None

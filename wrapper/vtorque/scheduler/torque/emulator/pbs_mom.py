@@ -1,18 +1,15 @@
-"""`vtorque run [--user NAME] [qsub options] [-vm ...] job.sh`: a VM job on this one machine.
-
-It submits with the real `vsub` (as the job owner) to a local queue, then plays pbs_mom to
-the letter of docs/torque.md: node file in $PBS_HOME/aux, the mom_priv shims called as
-root with 8/11 arguments and Torque's minimal environment, the job script as the owner with
-the job's full PBS_* environment from its home directory, qdel (Ctrl-C) as
-epilogue.precancel as the owner then SIGTERM, and the epilogue with the job's exit status.
-The job's output streams to this terminal; the exit code is the job's (125: it never ran).
+"""PbsMom: pbs_mom played on one machine, to the letter of docs/torque.md, for `vtorque run`
+and the tests: a temporary $PBS_HOME with the hook shims and Torque's commands pointed at the
+emulator's queue; node file in $PBS_HOME/aux; the mom_priv shims called as root with 8/11
+arguments, umask 0077 and Torque's minimal environment; the job script as the owner with the
+job's full PBS_* environment from its home directory; qdel as epilogue.precancel as the owner
+then SIGTERM, or during the start as a real pbs_mom did it; the epilogue with the job's status.
 
 PbsMom can also play sister nodes on this machine (`sisters`, for multi-node tests): they get
 prologue.parallel before the mother superior's prologue and epilogue.parallel after its
 epilogue, as root without a node file, and the site config names them local nodes.
 """
 
-import argparse
 import contextlib
 import grp
 import itertools
@@ -25,14 +22,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtorque.errors import VTorqueError
+from vtorque.scheduler.torque.emulator.environment import job_environment, user_environment
 
-DID_NOT_RUN = 125
 _MOM_NUMBERS = itertools.count()
 HOOKS = ("prologue", "prologue.parallel", "epilogue", "epilogue.parallel", "epilogue.precancel")
 QDEL_STATUS = 271  # 256 + SIGTERM, what Torque reports for a deleted running job
@@ -130,7 +125,7 @@ class PbsMom:
         """`vsub ARGV` as `user` in `cwd`; the LocalJob, or VTorqueError with vsub's message."""
         entry = pwd.getpwnam(user)
         vsub = os.path.join(os.path.dirname(sys.executable), "vsub")
-        env = self._user_env(entry, {"VTORQUE_CONFIG": self.config})
+        env = user_environment(entry, {"VTORQUE_CONFIG": self.config})
         done = subprocess.run(
             [vsub, *argv], cwd=cwd, env=env, capture_output=True, text=True, check=False, **_as_user(entry)
         )
@@ -190,7 +185,7 @@ class PbsMom:
 
     def run_job(self, job, stdout=None, stderr=None):
         """Start the job script (the wrapper) as the owner; a Popen."""
-        env = self._job_env(job)
+        env = job_environment(job, self.nodefile(job))
         child = subprocess.Popen(
             [self.script_copy(job)],
             cwd=job.user.pw_dir,
@@ -245,7 +240,9 @@ class PbsMom:
         """qdel of a job still queued or held, by its owner: pbs_server forgets it and no pelog
         runs at all, so whatever vsub left in the spool stays for `vtorque sweep`."""
         qdel = os.path.join(self.pbs_home, "bin", "qdel")
-        subprocess.run([qdel, job.job_id], check=True, env=self._user_env(job.user, {}), **_as_user(job.user))
+        subprocess.run(
+            [qdel, job.job_id], check=True, env=user_environment(job.user, {}), **_as_user(job.user)
+        )
 
     def forget(self, job):
         """pbs_server forgets a completed job (keep_completed passed): qstat no longer knows it."""
@@ -319,112 +316,7 @@ class PbsMom:
         )
         return done.returncode
 
-    def _user_env(self, entry, extra):
-        return {
-            "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": entry.pw_dir,
-            "USER": entry.pw_name,
-            "LOGNAME": entry.pw_name,
-            "SHELL": entry.pw_shell,
-            "LANG": "C.UTF-8",
-            **extra,
-        }
-
-    def _job_env(self, job):
-        host = socket.gethostname()
-        env = self._user_env(job.user, {})
-        env.update(
-            {
-                "PBS_JOBID": job.job_id,
-                "PBS_JOBNAME": job.name,
-                "PBS_QUEUE": job.queue,
-                "PBS_ENVIRONMENT": "PBS_BATCH",
-                "PBS_JOBCOOKIE": "0" * 32,
-                "PBS_VERSION": "TORQUE-6.1-dev",
-                "PBS_NODEFILE": self.nodefile(job),
-                "PBS_NODENUM": "0",
-                "PBS_VNODENUM": "0",
-                "PBS_TASKNUM": "1",
-                "PBS_MOMPORT": "15003",
-                "PBS_NP": str(job.ppn * job.node_count),
-                "PBS_NUM_NODES": str(job.node_count),
-                "PBS_NUM_PPN": str(job.ppn),
-                "PBS_O_HOME": job.user.pw_dir,
-                "PBS_O_HOST": host,
-                "PBS_O_LOGNAME": job.user.pw_name,
-                "PBS_O_PATH": env["PATH"],
-                "PBS_O_SHELL": job.user.pw_shell,
-                "PBS_O_WORKDIR": job.workdir,
-                "PBS_O_QUEUE": job.queue,
-                "PBS_O_SERVER": host,
-            }
-        )
-        return env
-
 
 def _as_user(entry):
-    groups = [g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem]
+    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)  # as owner_side resolves them
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
-
-
-def main(argv, prog="vtorque run"):
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.splitlines()[0].split(": ", 1)[1],
-        usage=f"{prog} [--user NAME] [qsub options] [-vm key=value,...] job.sh",
-    )
-    parser.add_argument("--user", default=os.environ.get("SUDO_USER"), help="job owner (default: $SUDO_USER)")
-    parser.add_argument(
-        "--config", default=None, help="site config (default: $VTORQUE_CONFIG or /etc/vtorque/vtorque.yml)"
-    )
-    options, vsub_argv = parser.parse_known_args(argv)
-    if os.geteuid() != 0:
-        raise VTorqueError("vtorque run plays pbs_mom and runs the root hooks: run it as root")
-    if not options.user or options.user == "root":
-        raise VTorqueError("the job needs a non-root owner: --user NAME (or run through sudo)")
-    from vtorque.site.config_file import config_path
-
-    mom = PbsMom(config_path(options.config))
-    try:
-        return _run(mom, options.user, vsub_argv)
-    finally:
-        mom.close()
-
-
-def _run(mom, user, vsub_argv):
-    job = mom.submit(user, vsub_argv, os.getcwd())
-    print(f"vtorque run: job {job.job_id}: prologue (starting the VMs) ...", file=sys.stderr, flush=True)
-    began = time.monotonic()
-    with ThreadPoolExecutor(1) as pool:
-        prologue = pool.submit(mom.prologue, job)
-        try:
-            code = prologue.result()
-        except KeyboardInterrupt:  # qdel while the VMs start: as pbs_mom plays it
-            print("\nvtorque run: cancelling the start (as qdel would)", file=sys.stderr)
-            mom.qdel_starting(job, prologue)
-            return DID_NOT_RUN
-    if code != 0:
-        status = ABORTED if code == 1 else REQUEUED
-        mom.epilogue(job, status)
-        verdict = "aborted" if code == 1 else "would be requeued"
-        print(
-            f"vtorque run: the prologue exited {code}: the job {verdict}; `vtorque jobs show {job.job_id}`"
-            " says why",
-            file=sys.stderr,
-        )
-        return DID_NOT_RUN
-    print(
-        f"vtorque run: VMs ready in {time.monotonic() - began:.1f}s; running {job.name}",
-        file=sys.stderr,
-        flush=True,
-    )
-    child = mom.run_job(job)
-    try:
-        status = child.wait()
-    except KeyboardInterrupt:
-        print("\nvtorque run: cancelling (as qdel would)", file=sys.stderr)
-        mom.qdel(job, child)
-        child.wait()
-        status = QDEL_STATUS
-    mom.epilogue(job, status)
-    return status if 0 <= status < 256 else 1
