@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 
 @dataclass
-class Site:
+class FakeSite:
     root: Path
     config: Path
     catalog: Path
@@ -84,6 +84,6 @@ def make_site(root):
             }
         )
     )
-    site = Site(root, root / "vtorque.yml", catalog, spool, root / "calls.jsonl")
+    site = FakeSite(root, root / "vtorque.yml", catalog, spool, root / "calls.jsonl")
     site.write_config()
     return site

@@ -4,18 +4,15 @@ guests, SSH key pairs, and cleanup of every domain and file a test made, even wh
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import libvirt
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import vtguest  # noqa: E402
-from lifecycle_site import Site  # noqa: E402
-from vtguest import PREFIX, GuestImage  # noqa: E402
-from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom  # noqa: E402
+import vtguest
+from lifecycle_site import Site
+from vtguest import PREFIX, GuestImage
+from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"

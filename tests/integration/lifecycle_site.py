@@ -8,6 +8,7 @@ import pwd
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -111,6 +112,16 @@ class Site:
         for record in Path(mom.queue).glob("*.json"):
             job_id = json.loads(record.read_text())["job_id"]
             sweep_jobs(uri="qemu:///system", state_dir=str(self.state), job_id=job_id)
+
+    def vtorque_sweep(self, mom):
+        """`vtorque sweep` with this site's config as pbs_mom `mom` plays it, as an admin runs it."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "vtorque"), "sweep"],
+            env={**os.environ, "VTORQUE_CONFIG": mom.config},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)

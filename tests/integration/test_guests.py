@@ -6,19 +6,15 @@ strict host-key checking against the host key the seed pinned.
 """
 
 import subprocess
-import sys
-from pathlib import Path
 
 import libvirt
 import pytest
+import vtguest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.seed import (
     render_seed_files,
     write_seed_image,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-import vtguest  # noqa: E402
-from vtguest import Guest, domain_xml, free_port, ssh, wait_ssh  # noqa: E402
+from vtguest import Guest, domain_xml, free_port, ssh, wait_ssh
 
 MAC = "52:54:00:00:00:01"
 

@@ -5,17 +5,14 @@ and the faults."""
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+import hostnet
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from lifecycle_site import USER, Site
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
-
-sys.path.insert(0, str(Path(__file__).parent))
-import hostnet  # noqa: E402
-from lifecycle_site import USER, Site  # noqa: E402
 
 JOB = """#!/bin/sh
 echo "host=$(hostname) kernel=$(uname -r) user=$(id -un) uid=$(id -u) cwd=$(pwd)"
@@ -164,13 +161,7 @@ def test_a_job_deleted_while_held_runs_no_hook_and_the_sweep_removes_its_spool(t
         mom.delete_queued(job)
         spool = site.spool / job.job_id
         assert (spool / "request.json").exists()  # Torque ran nothing that could remove it
-        swept = subprocess.run(
-            [str(Path(sys.executable).parent / "vtorque"), "sweep"],
-            env={**os.environ, "VTORQUE_CONFIG": mom.config},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        swept = site.vtorque_sweep(mom)
         assert swept.returncode == 0, swept.stderr
         assert f"removed {spool} (the server will not run its job)" in swept.stdout
         assert not spool.exists()
@@ -244,13 +235,7 @@ def test_libvirtd_stopped_mid_prologue_requeues_and_a_sweep_after_its_restart_le
     old_record = site.state / "records" / "9.old.json"  # a job that ended long ago
     old_record.write_text("{}")
     os.utime(old_record, (time.time() - 40 * 86400,) * 2)
-    swept = subprocess.run(
-        [str(Path(sys.executable).parent / "vtorque"), "sweep"],
-        env={**os.environ, "VTORQUE_CONFIG": mom.config},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    swept = site.vtorque_sweep(mom)
     assert swept.returncode == 0, swept.stderr
     assert f"removed domain {prefix}" in swept.stdout, swept.stdout
     assert "removed the record of job 9.old (older than 30 days)" in swept.stdout

@@ -5,7 +5,6 @@ and sweep cases cheap; the tiny test guest proves running/shutdown/absent with a
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import libvirt
 import pytest
 import yaml
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from vtguest import free_port
 
 URI = "qemu:///system"
 
@@ -56,12 +56,6 @@ def playbook(tmp_path, tasks, name="play"):
         if e["event"] in ("runner_on_ok", "runner_on_failed")
     }
     return run.status, events
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def domain_task(job, index, state, **options):

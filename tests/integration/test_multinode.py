@@ -6,16 +6,12 @@ the job's key and pinned host keys, as mpirun does."""
 import json
 import socket
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
+import hostnet
 import pytest
+from lifecycle_site import USER, Site
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
-
-sys.path.insert(0, str(Path(__file__).parent))
-import hostnet  # noqa: E402
-from lifecycle_site import USER, Site  # noqa: E402
 
 SISTER = "vtsister1"
 BRIDGE, GATEWAY = "vtbr0", "10.77.0.1"

@@ -7,7 +7,6 @@ child end: no requeue, the node kept online)."""
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -15,10 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from lifecycle_site import USER, Site  # noqa: E402
-from vtorque.scheduler.torque.emulator.pbs_mom import QDEL_STATUS, PbsMom  # noqa: E402
+from lifecycle_site import USER, Site
+from vtorque.scheduler.torque.emulator.pbs_mom import QDEL_STATUS, PbsMom
 
 JOBS, AT_ONCE = 20, 5
 PATTERNS = ("plain", "epilogue during prologue", "doubled epilogue", "precancel during start")

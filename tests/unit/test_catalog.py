@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakesite import make_site
 from vtorque.errors import CatalogError
 from vtorque.site.catalog import check_name, load_catalog, verify_image_files
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from fakesite import make_site  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "images.yml.example"
 

@@ -6,9 +6,8 @@ import dataclasses
 import json
 import os
 import shlex
-import sys
-from pathlib import Path
 
+from fakesite import make_site
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from vtorque.errors import ConfigError, QsubArgsError, RequestError, UntrustedFileError, VTorqueError
@@ -17,9 +16,6 @@ from vtorque.request.grammar import KEYS
 from vtorque.scheduler.torque.pbs_script import read_script
 from vtorque.scheduler.torque.qsub_args import parse_qsub_argv
 from vtorque.site.config import SiteConfig, as_dict, from_data, load_config, parse_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from fakesite import make_site  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -6,14 +6,10 @@ writes and reads. Every refusal leaves the catalog file byte for byte as it was.
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from fakesite import make_site  # noqa: E402
+from fakesite import make_site
 
 
 @pytest.fixture

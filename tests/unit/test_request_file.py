@@ -3,16 +3,12 @@
 import json
 import os
 import pwd
-import sys
-from pathlib import Path
 
 import pytest
+from fakesite import make_site
 from vtorque.errors import RequestError, UntrustedFileError
 from vtorque.request.document import load_request
 from vtorque.site.config import load_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from fakesite import make_site  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 USER = pwd.getpwnam("nobody").pw_uid  # root reads the request as its owner: a real user

@@ -2,13 +2,10 @@
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from fakesite import make_site  # noqa: E402  (tests/fakes/fakesite.py)
+from fakesite import make_site
 
 SCRIPT = "#!/bin/bash\n#PBS -N myjob\n#PBS -l walltime=00:10:00\necho hello\n"
 
