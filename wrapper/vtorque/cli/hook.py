@@ -14,7 +14,6 @@ USAGE = """usage: vtorque-hook EVENT ARGS...
 EVENT is the batch system's hook (Torque: prologue, prologue.parallel, epilogue,
 epilogue.parallel or epilogue.precancel, with pbs_mom's 8 or 11 arguments). Installed as thin
 shims by the compute role; see docs/job-lifecycle.md."""
-DEFAULT_SPOOL, DEFAULT_STATE = "/var/spool/vtorque", "/var/lib/vtorque"
 
 
 def main(argv=None):
@@ -49,9 +48,11 @@ def main(argv=None):
 
 def _is_vm_job(job_id, data):
     """The fast path: the spool dir vsub made, or state vTorque keeps on this node."""
-    from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import DEFAULT_STATE_DIR, job_dir
 
-    spool, state = data.get("spool_dir", DEFAULT_SPOOL), data.get("state_dir", DEFAULT_STATE)
+    from vtorque.site.config_file import DEFAULT_SPOOL_DIR
+
+    spool, state = data.get("spool_dir", DEFAULT_SPOOL_DIR), data.get("state_dir", DEFAULT_STATE_DIR)
     try:
         state_dir = job_dir(job_id, str(state))
     except ValueError:

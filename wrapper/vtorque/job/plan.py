@@ -15,7 +15,12 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from vtorque import scheduler
 from vtorque.errors import VTorqueError
 
-USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}
+_QEMU = naming.QEMU_USER_NET
+USER_NET = {
+    "address": f"{_QEMU['address']}/{_QEMU['prefix']}",
+    "gateway": _QEMU["gateway"],
+    "dns": [_QEMU["dns"]],
+}
 SSH_PORT_SPAN = 10000  # user mode: host ports ssh_port_base .. +SPAN-1, one per VM
 DATA_MOUNT = "/data"
 

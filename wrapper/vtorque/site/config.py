@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+
 from vtorque.errors import ConfigError, VTorqueError
 from vtorque.scheduler.torque.config import TorqueConfig
-from vtorque.site.config_file import config_path, parse_yaml, read_config_data
+from vtorque.site.config_file import DEFAULT_SPOOL_DIR, config_path, parse_yaml, read_config_data
 from vtorque.site.fields import abs_path, opt
 from vtorque.site.rules import check_rules
 from vtorque.site.schema import build
@@ -92,7 +94,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class LibvirtConfig:
-    uri: str = "qemu:///system"
+    uri: str = naming.DEFAULT_URI
     virt_type: Literal["kvm", "qemu"] = "kvm"
 
 
@@ -200,8 +202,8 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class SiteConfig:
     scheduler: Literal["torque"] = "torque"  # the batch system (vtorque.scheduler)
-    spool_dir: str = opt("/var/spool/vtorque", abs_path)
-    state_dir: str = opt("/var/lib/vtorque", abs_path)
+    spool_dir: str = opt(DEFAULT_SPOOL_DIR, abs_path)
+    state_dir: str = opt(naming.DEFAULT_STATE_DIR, abs_path)
     records_keep_days: int = opt(30, min=0)
     # `vtorque sweep` removes spool dirs of jobs the server no longer knows (deleted while queued
     # or held: Torque runs no hook for them) once they are this old.

@@ -10,6 +10,7 @@ import os
 from vtorque.errors import ConfigError, VTorqueError
 
 DEFAULT_PATH = "/etc/vtorque/vtorque.yml"
+DEFAULT_SPOOL_DIR = "/var/spool/vtorque"
 ENV_VAR = "VTORQUE_CONFIG"
 MAX_BYTES = 1024 * 1024
 

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import (
     HAS_LIBVIRT,
     LIBVIRT_IMPORT_ERROR,
 )
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import VTorqueModuleError
+
+URI_ARGSPEC = dict(uri=dict(type="str", default=naming.DEFAULT_URI))  # every module's libvirt URI
 
 
 def run_module(module, runner, needs_libvirt: bool = True) -> None:

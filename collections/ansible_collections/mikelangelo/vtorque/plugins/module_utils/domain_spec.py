@@ -11,9 +11,9 @@ import os.path
 import xml.etree.ElementTree as ET
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import URI_ARGSPEC
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import InvalidSpec
 
-URI_ARGSPEC = dict(uri=dict(type="str", default="qemu:///system"))
 STATES = ("present", "running", "shutdown", "absent")
 DEFINING_STATES = ("present", "running")
 USER_NET = "10.0.2.0/24"
@@ -81,7 +81,7 @@ DOMAIN_ARGSPEC = dict(
             mac=dict(type="str"),
             model=dict(type="str", default="virtio"),
             host_port=dict(type="int"),
-            guest_address=dict(type="str", default="10.0.2.15"),
+            guest_address=dict(type="str", default=naming.QEMU_USER_NET["address"]),
             guest_port=dict(type="int", default=22),
         ),
     ),

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 DOMAIN_PREFIX = "vt-"
 DEFAULT_STATE_DIR = "/var/lib/vtorque"
+DEFAULT_URI = "qemu:///system"
+# QEMU's user-mode network as every guest on it sees it (each VM behind a NAT of its own).
+QEMU_USER_NET = {"address": "10.0.2.15", "prefix": 24, "gateway": "10.0.2.2", "dns": "10.0.2.3"}
 METADATA_NS = "https://vtorque.invalid/xmlns/job/1"
 METADATA_PREFIX = "vtorque"
 METADATA_ELEMENT = "job"

@@ -67,7 +67,7 @@ domains:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import run_module  # noqa: E402
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import URI_ARGSPEC, run_module  # noqa: E402
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor  # noqa: E402
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.inventory import describe  # noqa: E402
 
@@ -83,7 +83,7 @@ def info(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="qemu:///system"),
+            **URI_ARGSPEC,
             name=dict(type="list", elements="str", default=[]),
             job_id=dict(type="str"),
         ),

@@ -75,17 +75,18 @@ directories:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import run_module  # noqa: E402
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import URI_ARGSPEC, run_module  # noqa: E402
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import DEFAULT_STATE_DIR  # noqa: E402
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep  # noqa: E402
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="qemu:///system"),
+            **URI_ARGSPEC,
             job_id=dict(type="str"),
             live_jobs=dict(type="list", elements="str"),
-            state_dir=dict(type="path", default="/var/lib/vtorque"),
+            state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
             shutdown_timeout=dict(type="int", default=0),
         ),
         required_one_of=[("job_id", "live_jobs")],
