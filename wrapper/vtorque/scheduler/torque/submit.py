@@ -177,7 +177,16 @@ def _submit_vm_job(config, args, script, dry_run):
         )
         return 0
     qrls, qdel = _qsub_command(config, "qrls"), _qsub_command(config, "qdel")
-    return _queue(config, script, request, options, [qsub, *options_argv], user_hold, qrls, qdel)
+    return _queue(
+        config,
+        script,
+        request=request,
+        asked=options,
+        qsub_argv=[qsub, *options_argv],
+        release=not user_hold,
+        qrls=qrls,
+        qdel=qdel,
+    )
 
 
 def _fit_resources(args, script, request, config):
@@ -222,8 +231,9 @@ def _fit_resources(args, script, request, config):
     return args, notes
 
 
-def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
-    """qsub -h, then request.json, then qrls; on any failure after qsub the job is deleted."""
+def _queue(config, script, *, request, asked, qsub_argv, release, qrls, qdel):
+    """qsub -h, then request.json, then qrls (when `release`); on any failure after qsub the
+    job is deleted again."""
     import subprocess
 
     from vtorque.errors import SubmitError
@@ -263,7 +273,7 @@ def _queue(config, script, request, asked, qsub_argv, user_hold, qrls, qdel):
         job_dir = spool.publish(staging, config.spool_dir, Adapter.check_job_id(job_id))
         document = request_document(request, asked, argv, job_id, os.getuid())
         spool.write_request(job_dir, document)
-        if not user_hold:
+        if release:
             released = subprocess.run([qrls, job_id], capture_output=True, check=False)
             if released.returncode != 0:
                 why = released.stderr.decode(errors="replace").strip()

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtorque.errors import VTorqueError
+from vtorque.scheduler.torque.adapter import EVENTS
 from vtorque.scheduler.torque.emulator.environment import job_environment, user_environment
 
 _MOM_NUMBERS = itertools.count()
-HOOKS = ("prologue", "prologue.parallel", "epilogue", "epilogue.parallel", "epilogue.precancel")
+HOOKS = tuple(EVENTS)  # the mom_priv scripts the compute role installs
 QDEL_STATUS = 271  # 256 + SIGTERM, what Torque reports for a deleted running job
 ABORTED, REQUEUED, WALLTIME = -2, -14, -11
 KILL_DELAY = 2  # pbs_server's kill_delay: SIGTERM to SIGKILL of a deleted job, seconds

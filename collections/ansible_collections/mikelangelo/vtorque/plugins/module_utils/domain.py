@@ -60,6 +60,13 @@ class DomainState:
     def is_active(self) -> bool:
         return bool(self._with_domain("read state", lambda d: d.isActive()))
 
+    # Named wait predicates (what the waits below wait for).
+    def is_stopped(self) -> bool:
+        return not self.is_active()
+
+    def is_running(self) -> bool:
+        return self.state() == "running"
+
     def define(self, xml: str) -> tuple[bool, str, str]:
         """(changed, before, after) inactive XML; redefines only when the definition differs."""
         before = self.inactive_xml()
@@ -90,13 +97,13 @@ class DomainState:
         if self.check_mode:
             return True
         if current == "shutting_down":
-            self._wait(lambda: not self.is_active(), timeout, "finish its shutdown before start")
+            self._wait(self.is_stopped, timeout, "finish its shutdown before start")
         if current in ("paused", "pmsuspended"):
             self._with_domain("resume", lambda d: d.resume())
         else:
             self._with_domain("start", lambda d: d.create())
         if wait:
-            self._wait(lambda: self.state() == "running", timeout, "run")
+            self._wait(self.is_running, timeout, "run")
         return True
 
     def _wait(self, predicate, timeout: int, what: str) -> None:
@@ -142,7 +149,7 @@ class DomainState:
         if self.check_mode:
             return dict(changed=True, forced=False)
         self._request_shutdown(mode)
-        if wait_for(lambda: not self.is_active(), timeout, POLL):
+        if wait_for(self.is_stopped, timeout, POLL):
             return dict(changed=True, forced=False)
         if not force:
             raise WaitTimeout(
@@ -163,7 +170,7 @@ class DomainState:
         if self.is_active():
             if timeout > 0:
                 self._request_shutdown(mode)
-            forced = not wait_for(lambda: not self.is_active(), timeout, POLL)
+            forced = not wait_for(self.is_stopped, timeout, POLL)
             self.destroy()
         self._with_domain("undefine", undefine)
         return dict(changed=True, forced=forced)

@@ -6,7 +6,7 @@ genisoimage stamps the current time into every image, so identical input would n
 identical bytes (and nodes would need the tool). A flat root directory of a few small files
 is all a NoCloud seed needs, which keeps a writer small enough to own: ISO9660 level 1 names
 in the primary tree, the real names in a Joliet tree (what Linux, blkid and cloud-init read),
-fixed timestamps, files in name order. Standard library and this collection's errors.py
+fixed timestamps, files in name order. Standard library and this collection's module_utils
 only: the host-side plan imports it too.
 """
 
