@@ -42,7 +42,7 @@ class RequestError(VTorqueError):
 
 
 class QsubArgsError(VTorqueError):
-    """The qsub part of the command line cannot be parsed."""
+    """The batch system's part of a submit command line cannot be parsed (Torque: qsub's)."""
 
 
 class CatalogError(VTorqueError):
@@ -54,7 +54,8 @@ class UntrustedFileError(VTorqueError):
 
 
 class SubmitError(VTorqueError):
-    """qsub/qrls/qdel failed or the spool could not be written; nothing stays queued."""
+    """Submitting, holding, releasing or deleting failed, or the spool could not be written;
+    nothing stays queued."""
 
 
 class InfrastructureError(VTorqueError):

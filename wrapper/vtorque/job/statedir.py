@@ -1,6 +1,6 @@
 """The state directory tree on a node, with every mode set explicitly.
 
-pbs_mom runs the hooks with umask 0077 (docs/torque.md), so a directory made with the umask
+Hooks may run with umask 0077 (Torque's do, docs/torque.md), so a directory made with the umask
 would shut the job owner out of what it must reach: its `jobs/<id>/vms.json` and key, and its
 copy of the record under `records/owner/`. Every part of the tree is made here, with its mode.
 """

@@ -12,14 +12,14 @@ REQUEST_VERSION = 1
 MAX_REQUEST_BYTES = 256 * 1024
 
 
-def request_document(request, asked, qsub_argv, job_id, owner_uid):
+def request_document(request, asked, submit_argv, job_id, owner_uid):
     """What `request.json` holds: the resolved request and what the user asked."""
     return {
         "version": REQUEST_VERSION,
         "job_id": job_id,
         "owner_uid": owner_uid,
         "asked": {key: value for key, (value, _) in sorted(asked.items())},
-        "qsub": list(qsub_argv),
+        "submit": list(submit_argv),  # the batch system's submit command, as run
         "request": request.to_dict(),
         "options": request.as_options(),
     }

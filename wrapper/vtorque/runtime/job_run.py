@@ -94,4 +94,4 @@ def _write_pid(spool):
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{os.getpid()}\n")
     except OSError:
-        pass  # qdel then ends the job by Torque's own SIGTERM
+        pass  # a cancel then ends the job by the batch system's own SIGTERM
