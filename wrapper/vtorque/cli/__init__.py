@@ -1,0 +1,1 @@
+"""Entry points only: vtorque (main), vtorque-hook (hook) and the vtorque subcommands."""

@@ -1,0 +1,1 @@
+"""Into and out of a guest: seeds, SSH with pinned keys, readiness, the serial console."""

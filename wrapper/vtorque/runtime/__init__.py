@@ -1,0 +1,1 @@
+"""What runs for a job: the hooks as root (prologue, epilogue, sweep), the owner's cancel and job."""

@@ -1,0 +1,1 @@
+"""The site: its config (vtorque.yml) and its image catalog."""
