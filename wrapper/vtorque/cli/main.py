@@ -14,7 +14,7 @@ COMMANDS = {
     "config": ("vtorque.cli.config", "check or show the site configuration"),
     "images": ("vtorque.cli.images", "list, show, add, remove and verify catalog images"),
     "run": (
-        "vtorque.scheduler.torque.emulator.pbs_mom",
+        "vtorque.scheduler.torque.emulator.run",
         "run a VM job on this machine, playing pbs_mom (root; the demo)",
     ),
     "jobs": ("vtorque.cli.jobs", "show what vTorque knows about a job"),
