@@ -22,7 +22,7 @@ from vtorque.job.records import load_record, message, report, update_record
 from vtorque.job.spool import remove_as_owner
 from vtorque.runtime.cancel import epilogue_began
 from vtorque.runtime.playbook_vars import stop_variables
-from vtorque.runtime.runner import here, run_playbook
+from vtorque.runtime.runner import is_local, run_playbook
 
 START_ENDED = ("requeued", "cancelled", "aborted")  # what a prologue that did not start says
 
@@ -66,8 +66,7 @@ def cut_short(job_id, nodes, config):
     which comes after; only when it has begun already (it may have swept before this
     prologue's VMs existed) does the playbook tear them down too."""
     sweep_here(job_id, config, 0)
-    local = here(config.runner.local_nodes)
-    remote = tuple(node for node in nodes if node not in local and node.split(".")[0] not in local)
+    remote = tuple(node for node in nodes if not is_local(node, config.runner.local_nodes))
     if remote and epilogue_began(config.state_dir, job_id):
         teardown(job_id, remote, config, graceful=False)
 

@@ -42,13 +42,18 @@ def here(local_nodes=()):
     return local_names() | set(local_nodes)
 
 
+def is_local(node, local_nodes=()):
+    """Whether `node` (as the batch system names it, maybe fully qualified) is this machine."""
+    names = here(local_nodes)
+    return node in names or node.split(".")[0] in names
+
+
 def inventory(nodes, local=None):
     """Nodes named like this host (or in `local`) run with the local connection, the others over SSH."""
-    local_here = here(local or ())
     hosts = {}
     for node in nodes:
         host = {"ansible_python_interpreter": sys.executable}
-        if node in local_here or node.split(".")[0] in local_here:
+        if is_local(node, local or ()):
             host["ansible_connection"] = "local"
         hosts[node] = host
     return {"all": {"hosts": hosts}}
