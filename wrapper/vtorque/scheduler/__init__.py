@@ -5,7 +5,7 @@
 
 import importlib
 
-ADAPTERS = {"torque": "vtorque.scheduler.torque.adapter"}
+ADAPTERS = {"torque": "vtorque.scheduler.torque.adapter", "slurm": "vtorque.scheduler.slurm.adapter"}
 
 
 def named(name):

@@ -16,6 +16,7 @@ from typing import Literal
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 
 from vtorque.errors import ConfigError, VTorqueError
+from vtorque.scheduler.slurm.config import SlurmConfig
 from vtorque.scheduler.torque.config import TorqueConfig
 from vtorque.site.config_file import DEFAULT_SPOOL_DIR, config_path, parse_yaml, read_config_data
 from vtorque.site.fields import abs_path, opt
@@ -201,7 +202,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    scheduler: Literal["torque"] = "torque"  # the batch system (vtorque.scheduler)
+    scheduler: Literal["torque", "slurm"] = "torque"  # the batch system (vtorque.scheduler)
     spool_dir: str = opt(DEFAULT_SPOOL_DIR, abs_path)
     state_dir: str = opt(naming.DEFAULT_STATE_DIR, abs_path)
     records_keep_days: int = opt(30, min=0)
@@ -211,6 +212,7 @@ class SiteConfig:
     images: str = opt("/etc/vtorque/images.yml", abs_path)
     domain_template: str | None = opt(None, abs_path)
     torque: TorqueConfig = opt(TorqueConfig())
+    slurm: SlurmConfig = opt(SlurmConfig())
     defaults: VMDefaults = opt(VMDefaults())
     limits: Limits = opt(Limits())
     host_reserve: HostReserve = opt(HostReserve())

@@ -1,0 +1,41 @@
+"""The site config's `slurm:` section: Slurm's commands by absolute path, and the site secret
+the nodes derive every job's SSH keys from.
+
+Slurm's node Prolog and Epilog run with no PATH at all (docs/slurm.md), so every command is
+an absolute path. The defaults are where Debian's slurm-client puts them; the roles write
+each host's real paths at deploy time.
+"""
+
+from dataclasses import dataclass
+
+from vtorque.errors import ConfigError
+from vtorque.site.config_file import parse_command
+from vtorque.site.fields import abs_path, opt
+
+COMMANDS = {name: f"/usr/bin/{name}" for name in ("sbatch", "scontrol", "scancel", "squeue")}
+DEFAULT_KEY_SECRET = "/etc/vtorque/job-key.secret"
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    sbatch: str = opt(COMMANDS["sbatch"], parse_command)
+    scontrol: str = opt(COMMANDS["scontrol"], parse_command)
+    scancel: str = opt(COMMANDS["scancel"], parse_command)
+    squeue: str = opt(COMMANDS["squeue"], parse_command)
+    # Root-only (0600) random bytes, the same on every node: each node's Prolog derives the
+    # job's keys from it without talking to the others (vtorque.job.keys).
+    key_secret: str = opt(DEFAULT_KEY_SECRET, abs_path)
+    # How often a starting Prolog asks slurmctld whether the job was cancelled (Slurm never
+    # interrupts a Prolog).
+    cancel_poll_seconds: int = 1
+
+
+def command(data, name, path):
+    """`slurm.<name>` of an unvalidated config document, checked like load_config checks it
+    (vsbatch's bare-metal path reads no more of the config than this)."""
+    slurm = data.get("slurm") if isinstance(data, dict) else None
+    value = slurm.get(name, COMMANDS[name]) if isinstance(slurm, dict) else COMMANDS[name]
+    try:
+        return parse_command(value)
+    except ValueError as err:
+        raise ConfigError(path, [f"slurm.{name}: {err}, got {value!r}"]) from None
