@@ -8,6 +8,7 @@ import stat
 from types import SimpleNamespace
 
 import pytest
+from vtorque import scheduler
 from vtorque.job.records import load_record
 from vtorque.runtime import prologue
 from vtorque.scheduler.base import Outcome
@@ -33,9 +34,37 @@ def fail_start(tmp_path, exit_code=0, attempts=2, job_id="7.head"):
     config = parse_config(text, "/etc/vtorque/test.yml")
     told = []
     code = prologue._after_failed_start(
-        SimpleNamespace(job_id=job_id), config, NODE, "vm-0 did not accept SSH", told.append
+        SimpleNamespace(job_id=job_id),
+        config,
+        NODE,
+        "vm-0 did not accept SSH",
+        told.append,
+        scheduler.for_config(config),
     )
     return code, load_record(config.state_dir, job_id), log, told
+
+
+def test_on_slurm_the_first_failure_drains_the_node_with_the_reason_and_tells_the_job(tmp_path, monkeypatch):
+    script, log = pbsnodes(tmp_path, 0)  # records its argv: here it plays scontrol
+    config = parse_config(
+        f"scheduler: slurm\nstate_dir: {tmp_path / 'state'}\nslurm: {{scontrol: {script}}}\n", "x.yml"
+    )
+    monkeypatch.setenv("SLURMD_NODENAME", "n7")
+    told = []
+    code = prologue._after_failed_start(
+        SimpleNamespace(job_id="42"),
+        config,
+        "n7",
+        "vm-0 did not accept SSH",
+        told.append,
+        scheduler.for_config(config),
+    )
+    assert code == Outcome.REQUEUE
+    assert log.read_text().splitlines() == [
+        "update nodename=n7 state=drain reason=vtorque: vm-0 did not accept SSH",
+        "update jobid=42 AdminComment=vtorque: start failed on n7: vm-0 did not accept SSH",
+    ]
+    assert load_record(config.state_dir, "42")["state"] == "requeued"
 
 
 def test_the_first_failure_offlines_the_node_with_the_reason_and_requeues(tmp_path):

@@ -1,5 +1,6 @@
 """`vtorque-hook EVENT ARGS...`: what the batch system's hook scripts exec (Torque: the
-mom_priv shims the compute role installs, with pbs_mom's arguments).
+mom_priv shims the compute role installs, with pbs_mom's arguments; Slurm: the Prolog and
+Epilog shims, with slurmd's environment).
 
 A job without a vTorque spool directory (and no state on this node) is bare metal: the hook
 exits 0 before importing anything heavy, even when the site config cannot be read. For a VM
@@ -12,8 +13,9 @@ import sys
 
 USAGE = """usage: vtorque-hook EVENT ARGS...
 EVENT is the batch system's hook (Torque: prologue, prologue.parallel, epilogue,
-epilogue.parallel or epilogue.precancel, with pbs_mom's 8 or 11 arguments). Installed as thin
-shims by the compute role; see docs/job-lifecycle.md."""
+epilogue.parallel or epilogue.precancel, with pbs_mom's 8 or 11 arguments; Slurm:
+slurm-prolog or slurm-epilog, no arguments, slurmd's environment). Installed as thin shims by
+the compute role; see docs/job-lifecycle.md."""
 
 
 def main(argv=None):
@@ -37,7 +39,8 @@ def main(argv=None):
     except VTorqueError as err:
         print(f"vtorque-hook: {err}", file=sys.stderr)
         return 2
-    if not _is_vm_job(adapter.hook_job_id(args), data_or_empty):  # an unreadable config: the defaults
+    # an unreadable config: the defaults tell where the spool and state are
+    if not _is_vm_job(adapter.hook_job_id(args, os.environ), data_or_empty):
         return 0
     try:
         return _handle(adapter, name, args, path, data)
@@ -86,11 +89,19 @@ def _handle(adapter_class, name, args, path, data):
         from vtorque.runtime.epilogue import stop
 
         stop(job, config)
+    elif job.event is Event.LEAVE and job.here:
+        from vtorque.runtime.epilogue import stop
+
+        stop(job, config)
     elif job.event is Event.LEAVE:
         from vtorque.runtime.epilogue import leave
 
         leave(job, config)
-    # Event.JOIN: the primary node's start brings up the VMs of every node
+    elif job.event is Event.JOIN and job.here:  # Slurm: each node starts its own VMs
+        from vtorque.runtime.prologue import start
+
+        outcome = start(job, config)
+    # Torque's Event.JOIN: the primary node's start brings up the VMs of every node
     return adapter.exit_code(job.event, outcome)
 
 

@@ -42,14 +42,17 @@ def cancel(job, config):
 
 class Cancellation:
     """`cancelled()` for a starting prologue: the owner's flag (only its existence is read, as
-    the owner) or the job's epilogue having begun. A flag an earlier attempt of the same job id
+    the owner), the job's epilogue having begun, or, where the batch system never interrupts a
+    start (Slurm), its own word that it no longer wants this attempt (`adapter.start_abandoned`,
+    asked every `adapter.cancel_poll_seconds`). A flag an earlier attempt of the same job id
     left is removed first."""
 
-    def __init__(self, config, job_id, spool, owner_uid):
+    def __init__(self, config, job_id, spool, owner_uid, adapter=None):
         self.state_dir, self.job_id, self.owner_uid = config.state_dir, job_id, owner_uid
         self.flag = os.path.join(spool, CANCELLED_FLAG)
         _flag_raised(self.flag, clear=True, owner_uid=owner_uid)
-        self.seen, self.looked = False, 0.0
+        self.seen, self.looked, self.asked = False, 0.0, 0.0
+        self.adapter = adapter if adapter is not None and adapter.cancel_poll_seconds else None
 
     def __call__(self, fresh=False):
         """`fresh` before a decision; polls may see the flag up to FLAG_POLL_SECONDS late."""
@@ -60,6 +63,9 @@ class Cancellation:
                 self.seen = _flag_raised(self.flag, owner_uid=self.owner_uid)
             except VTorqueError:
                 pass
+        if not self.seen and self.adapter and (fresh or now - self.asked >= self.adapter.cancel_poll_seconds):
+            self.asked = now
+            self.seen = self.adapter.start_abandoned(self.job_id)
         return self.seen or epilogue_began(self.state_dir, self.job_id)
 
 

@@ -22,12 +22,14 @@ from vtorque.job.records import load_record, message, report, update_record
 from vtorque.job.spool import remove_as_owner
 from vtorque.runtime.cancel import epilogue_began
 from vtorque.runtime.playbook_vars import stop_variables
-from vtorque.runtime.runner import is_local, run_playbook
+from vtorque.runtime.runner import RunResult, is_local, run_playbook
 
 START_ENDED = ("requeued", "cancelled", "aborted")  # what a prologue that did not start says
 
 
 def stop(job, config):
+    """The job's end on the primary node (Torque: for every node), or on this node (`job.here`,
+    Slurm: every node's Epilog, which always runs, even after a failed or missing Prolog)."""
     began = time.monotonic()
     nodes = tuple(host for host, _ in job.nodes) or (socket.gethostname(),)
     before = (load_record(config.state_dir, job.job_id) or {}).get("state")
@@ -36,7 +38,7 @@ def stop(job, config):
     update_record(config.state_dir, job.job_id, state="stopping", stopped_at=time.time())
     # Only guests that ran the job are asked to shut down; a start cut short is destroyed at
     # once (a booting guest ignores ACPI, and a deleted job must end promptly).
-    result = teardown(job.job_id, nodes, config, graceful=before == "running")
+    result = teardown(job.job_id, nodes, config, graceful=before == "running", here=job.here)
     changes = {"exit_status": job.exit_status, "phases": {"epilogue": round(time.monotonic() - began, 2)}}
     if not result.ok:
         changes["reason"] = "; ".join(result.failures) or result.status
@@ -50,7 +52,7 @@ def stop(job, config):
         state=keep or ("ended" if result.ok else "teardown failed"),
         unless=lambda record: result.ok and record.get("state") == "cancelled",
     )
-    if not job.requeued:
+    if job.primary and not job.requeued:
         _remove_spool_dir(config, job)
 
 
@@ -59,28 +61,40 @@ def leave(job, config):
     sweep_here(job.job_id, config, config.timeouts.shutdown)
 
 
-def cut_short(job_id, nodes, config):
+def cut_short(job_id, nodes, config, here=None):
     """A start the job's deletion cut short: this node's VMs are destroyed in-process, at once,
     since the batch system may stop waiting for the prologue of a deleted job within seconds
     (Torque: kill_delay after the SIGTERM, docs/torque.md). Other nodes are the epilogue's,
     which comes after; only when it has begun already (it may have swept before this
-    prologue's VMs existed) does the playbook tear them down too."""
-    sweep_here(job_id, config, 0)
+    prologue's VMs existed) does the playbook tear them down too. A start of this node's own
+    VMs (`here`, Slurm) has no others."""
+    sweep_here(job_id, config, 0, node=here)
+    if here:
+        return
     remote = tuple(node for node in nodes if not is_local(node, config.runner.local_nodes))
     if remote and epilogue_began(config.state_dir, job_id):
         teardown(job_id, remote, config, graceful=False)
 
 
-def sweep_here(job_id, config, shutdown_timeout):
-    """Every domain and file of the job on this node, in-process (no Ansible start-up)."""
+def sweep_here(job_id, config, shutdown_timeout, node=None):
+    """Every domain and file of the job on this node, in-process (no Ansible start-up);
+    `node`: only the domains planned for that node (several nodes may share one libvirtd where
+    a test plays them on one machine)."""
     sweep_jobs(
-        uri=config.libvirt.uri, state_dir=config.state_dir, job_id=job_id, shutdown_timeout=shutdown_timeout
+        uri=config.libvirt.uri,
+        state_dir=config.state_dir,
+        job_id=job_id,
+        shutdown_timeout=shutdown_timeout,
+        node=node,
     )
     release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
 
 
-def teardown(job_id, nodes, config, graceful=True):
-    """The job_stop playbook; `graceful` asks the guests to shut down first (timeouts.shutdown)."""
+def teardown(job_id, nodes, config, graceful=True, here=None):
+    """The job_stop playbook; `graceful` asks the guests to shut down first (timeouts.shutdown).
+    With `here` (Slurm: this node's own VMs) in-process instead, without Ansible."""
+    if here:
+        return _sweep_result(job_id, config, config.timeouts.shutdown if graceful else 0, here)
     variables = stop_variables(job_id, config, config.timeouts.shutdown if graceful else 0)
     result = run_playbook(
         "stop",
@@ -94,6 +108,16 @@ def teardown(job_id, nodes, config, graceful=True):
     if result.ok:  # the job dir is gone, and with it what its port claims point at
         release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
     return result
+
+
+def _sweep_result(job_id, config, shutdown_timeout, node):
+    """sweep_here as the playbook's RunResult."""
+    began = time.monotonic()
+    try:
+        sweep_here(job_id, config, shutdown_timeout, node=node)
+    except Exception as err:  # noqa: BLE001 - a module_utils Refused or libvirt error: reported, not raised
+        return RunResult(False, "failed", 1, time.monotonic() - began, (f"{node}: sweep: {err}",))
+    return RunResult(True, "successful", 0, time.monotonic() - began, ())
 
 
 def _remove_spool_dir(config, job):

@@ -40,11 +40,11 @@ def main(argv, prog="vtorque job-run"):
         with open(os.path.join(spool, "request.json"), encoding="utf-8") as handle:
             options = json.load(handle).get("options", {})
     except (OSError, ValueError) as err:
-        raise VTorqueError(f"job {job_id} has no running VMs to run in ({err})") from None
+        raise VTorqueError(_why_no_vms(config, job_id, err)) from None
     rank0 = vms["vms"][0]
     batch = scheduler.for_config(config)
     workdir = batch.workdir(os.environ) or vms["workdir"]
-    env = batch.guest_environment(os.environ, job_id)
+    env = batch.guest_environment(os.environ, job_id, vms["vms"])
     remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
     ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)
     command = [*ssh, remote]
@@ -65,6 +65,20 @@ def main(argv, prog="vtorque job-run"):
     if code == SSH_FAILED:
         print(f"vtorque: lost the connection to VM {rank0['name']} (ssh exit 255)", file=sys.stderr)
     return code
+
+
+def _why_no_vms(config, job_id, err):
+    """What the user reads in the job's stderr when the start did not leave VMs to run in:
+    the reason the start recorded (Slurm lets a job with an invalid request run, to say so)."""
+    from vtorque.job.records import load_record
+
+    try:
+        record = load_record(config.state_dir, job_id, owner_copy=True) or {}
+    except (OSError, ValueError, VTorqueError):
+        record = {}
+    if record.get("reason"):
+        return f"job {job_id} cannot run in VMs: {record['reason']}"
+    return f"job {job_id} has no running VMs to run in ({err})"
 
 
 def remote_command(workdir, env, args, vm_prologue=None, vm_epilogue=None):

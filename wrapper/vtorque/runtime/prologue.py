@@ -12,6 +12,7 @@ cancellation at any later phase is CANCELLED; anything else is the infrastructur
 offlines the node and REQUEUEs, unless that would loop (`_after_failed_start`: ABORT).
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -53,10 +54,13 @@ class Admitted:
 
 
 def start(job, config):
+    """The job's VMs: every node's from the primary (Torque), or this node's own (`job.here`,
+    Slurm: every node runs this in its own hook and computes the same plan)."""
     began, began_wall = time.monotonic(), time.time()
     deadline = began + config.timeouts.prologue - TEARDOWN_RESERVE  # a failed start destroys: no ACPI wait
     spool = os.path.join(config.spool_dir, job.job_id)
     tell = Reporter(config.state_dir, job.job_id, spool)
+    adapter = scheduler.for_config(config)
     try:
         admitted = _admit(job, config, spool, tell)
     except (VTorqueError, KeyError) as err:
@@ -67,11 +71,11 @@ def start(job, config):
     if not _register(job, config, plan, began_wall):
         tell("the job was deleted (or ended) before its VMs started; not starting them")
         return Outcome.CANCELLED
-    cancelled = Cancellation(config, job.job_id, spool, admitted.owner.uid)
+    cancelled = Cancellation(config, job.job_id, spool, admitted.owner.uid, adapter)
     try:
-        plan, playbook_seconds = _provision(plan, config, admitted, deadline, cancelled)
+        plan, playbook_seconds = _provision(job, plan, config, admitted, deadline, cancelled, adapter)
         ready_from = time.monotonic()
-        wait_for_ssh(plan, deadline, here(config.runner.local_nodes), cancelled)
+        wait_for_ssh(_own_part(plan, job.here), deadline, _here(job, config), cancelled)
         _publish(job, config, plan, began, playbook_seconds, ready_from)
     except (VTorqueError, OSError, subprocess.SubprocessError) as err:
         if isinstance(err, JobCancelled) or cancelled(fresh=True):  # e.g. its epilogue removed the runner dir
@@ -79,18 +83,31 @@ def start(job, config):
             if not isinstance(err, JobCancelled):  # what the start saw of it, for the admin
                 update_record(config.state_dir, job.job_id, event=f"start cut short: {message(err)}")
             tell(f"{reason}: tearing down, not requeueing")
-            cut_short(job.job_id, plan.nodes, config)
+            cut_short(job.job_id, plan.nodes, config, here=job.here)
             update_record(config.state_dir, job.job_id, state="cancelled", reason=reason)
             return Outcome.CANCELLED  # a deleted job: nothing to requeue, and the node is fine
-        reason, node = message(err), socket.gethostname()
+        reason, node = message(err), job.here or socket.gethostname()
         tell(f"VM start failed on {node}; tearing down: {reason}")
-        for vm in plan.vms:
+        for vm in _own_part(plan, job.here).vms:
             console = console_tail(vm.serial_log)
             if console:
                 update_record(config.state_dir, job.job_id, event=f"console of {vm.name}:\n{console}")
-        teardown(job.job_id, plan.nodes, config, graceful=False)
-        return _after_failed_start(job, config, node, reason, tell)
+        teardown(job.job_id, plan.nodes, config, graceful=False, here=job.here)
+        return _after_failed_start(job, config, node, reason, tell, adapter)
     return Outcome.OK
+
+
+def _own_part(plan, here):
+    """The plan limited to the VMs this hook starts: all of them, or this node's (Slurm)."""
+    if here is None:
+        return plan
+    return dataclasses.replace(plan, vms=tuple(vm for vm in plan.vms if vm.node == here))
+
+
+def _here(job, config):
+    """Node names that are this machine, for the runner's local connection and SSH liveness."""
+    names = here(config.runner.local_nodes)
+    return names | {job.here} if job.here else names
 
 
 def _admit(job, config, spool, tell):
@@ -123,23 +140,25 @@ def _register(job, config, plan, began_wall):
     )
 
 
-def _provision(plan, config, admitted, deadline, cancelled):
-    """(the plan with its claimed ports, the playbook's seconds)."""
+def _provision(job, plan, config, admitted, deadline, cancelled, adapter):
+    """(the plan with its claimed ports, the playbook's seconds); the playbook runs on every
+    node, or (Slurm) on this one with the local connection."""
     plan = claim_ports(plan, config.network.ssh_port_base)
     statedir.job_dir(plan.state_dir, plan.job_id)
-    keys = make_job_keys(plan)
+    secret = adapter.key_secret() if adapter.per_node else None  # every node: the same keys
+    keys = make_job_keys(plan, secret, adapter.key_scope())
     known_hosts = "".join(known_host_line(vm, keys.hosts[vm.name][1]) for vm in plan.vms)
     for name, owner in ((ROOT_KNOWN_HOSTS, None), (OWNER_KNOWN_HOSTS, plan.owner)):
         _write(os.path.join(plan.job_dir, name), known_hosts, owner)
     variables = start_variables(plan, config, keys, admitted.extra, admitted.request.metadata)
     result = run_playbook(
         "start",
-        plan.nodes,
+        (job.here,) if job.here else plan.nodes,
         variables,
         work_dir=plan.job_dir,
         runner_config=config.runner,
         timeout=max(1, int(deadline - time.monotonic())),
-        local_nodes=config.runner.local_nodes,
+        local_nodes=tuple(_here(job, config)),
         cancelled=cancelled,
     )
     if cancelled(fresh=True):
@@ -172,13 +191,15 @@ def _publish(job, config, plan, began, playbook_seconds, ready_from):
         raise JobCancelled()
 
 
-def _after_failed_start(job, config, node, reason, tell):
-    """An infrastructure failure: offline the node and requeue, unless that would start the job
-    here again or once too often (a scheduler may requeue a failing job forever): then abort."""
+def _after_failed_start(job, config, node, reason, tell, adapter):
+    """An infrastructure failure: offline (drain) the node and requeue, unless that would start
+    the job here again or once too often (a scheduler may requeue a failing job forever): then
+    abort."""
     record = update_record(config.state_dir, job.job_id, event=f"start failed on {node}: {reason}")
     failures = [*record.get("start_failures", []), node]
     update_record(config.state_dir, job.job_id, start_failures=failures)
-    offline_problem = scheduler.for_config(config).offline(reason)
+    offline_problem = adapter.offline(reason)
+    adapter.tell_job(job.job_id, f"start failed on {node}: {reason}")
     if offline_problem:
         tell(f"could not take {node} offline: {offline_problem}")
     if failures.count(node) > 1:

@@ -37,7 +37,32 @@ class AllocatedJob:
     workdir: str | None
     exit_status: int | None = None  # after the job: the batch system's status for it
     requeued: bool = False  # after the job: the batch system puts it back in the queue
+    # The node this hook runs on, where each node starts and ends its own VMs in its own hook
+    # (Slurm); None where the primary node's hook does it for every node (Torque).
+    here: str | None = None
 
     @property
     def primary(self):
         return self.event in (Event.START, Event.STOP, Event.CANCEL)
+
+
+class Adapter:
+    """What every scheduler adapter offers beyond its own hooks; the defaults are Torque's
+    way (one primary hook for every node, fresh keys, cancels flagged by a hook)."""
+
+    per_node = False  # True: each node's own hook starts its own VMs (AllocatedJob.here)
+    cancel_poll_seconds = None  # how often a start asks the batch system whether it is wanted
+
+    def key_secret(self):
+        """Bytes every node derives the job's keys from, or None: fresh keys per start."""
+        return None
+
+    def key_scope(self):
+        return ""
+
+    def start_abandoned(self, job_id):
+        """Whether the batch system no longer wants this start (polled every cancel_poll_seconds)."""
+        return False
+
+    def tell_job(self, job_id, reason):
+        """Put a failed start's reason on the job where the batch system shows it, if it can."""

@@ -12,6 +12,7 @@ import socket
 import subprocess
 
 from vtorque.errors import SubmitError, VTorqueError
+from vtorque.scheduler import base
 from vtorque.scheduler.base import AllocatedJob, Event, Outcome
 from vtorque.scheduler.torque.config import COMMANDS
 
@@ -40,7 +41,7 @@ class HookUsageError(VTorqueError):
     """The hook was called with an unknown event or the wrong number of arguments."""
 
 
-class Adapter:
+class Adapter(base.Adapter):
     name = "torque"
     hook_names = tuple(EVENTS)
 
@@ -92,7 +93,7 @@ class Adapter:
         )
 
     @staticmethod
-    def hook_job_id(args):
+    def hook_job_id(args, environ):
         return args[0]
 
     @classmethod
@@ -169,7 +170,7 @@ class Adapter:
         return f"{GUEST_NODEFILE_DIR}/{job_id}"
 
     @classmethod
-    def guest_environment(cls, environ, job_id):
+    def guest_environment(cls, environ, job_id, vms=()):
         """The job's PBS_* variables as the guest gets them, $PBS_NODEFILE naming the VMs."""
         env = {key: value for key, value in environ.items() if key.startswith("PBS_")}
         env["PBS_NODEFILE"] = cls.guest_nodefile(job_id)

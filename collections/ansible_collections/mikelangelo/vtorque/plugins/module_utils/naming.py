@@ -70,6 +70,12 @@ def domain_name(job_id: str, node: str, index: int) -> str:
     return f"{domain_prefix(job_id)}{sanitise_node(node)}-{_check_index(index)}"
 
 
+def is_domain_of_node(name: str, job_id: str, node: str) -> bool:
+    """Whether domain `name` is one of the job's VMs planned for `node` (any index)."""
+    stem = f"{domain_prefix(job_id)}{sanitise_node(node)}-"
+    return name.startswith(stem) and name[len(stem) :].isdigit()
+
+
 def domain_uuid(job_id: str, node: str, index: int) -> str:
     return str(uuid.uuid5(UUID_NAMESPACE, _identity_key(job_id, node, index).decode("utf-8")))
 

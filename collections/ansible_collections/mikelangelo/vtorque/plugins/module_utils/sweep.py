@@ -81,13 +81,17 @@ def sweep_jobs(
     live_jobs: list | None = None,
     shutdown_timeout: int = 0,
     check_mode: bool = False,
+    node: str | None = None,
 ) -> dict:
     """Every domain and job dir of job `job_id`, or with no `job_id` of every job not in
-    `live_jobs`; guests get `shutdown_timeout` seconds to shut down (0: destroyed at once)."""
+    `live_jobs`; guests get `shutdown_timeout` seconds to shut down (0: destroyed at once).
+    `node` (with `job_id`): only the job's domains planned for that node."""
     hv = Hypervisor(uri)
     try:
         if job_id is not None:
             names = job_domain_names(hv, job_id)
+            if node is not None:
+                names = [name for name in names if naming.is_domain_of_node(name, job_id, node)]
         else:
             names = orphan_domain_names(hv, live_jobs or [])
         for name in names:

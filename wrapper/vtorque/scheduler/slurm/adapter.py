@@ -1,0 +1,306 @@
+"""Slurm 22.05 behind vTorque's seam: slurmd's Prolog/Epilog environment, their exit codes,
+and the commands vTorque uses on a node (docs/slurm.md is the contract).
+
+`slurm-prolog` and `slurm-epilog` run on every node of the job (PrologFlags=Alloc), as root,
+with no arguments and no PATH: the job comes from SLURM_JOB_ID, SLURM_NODELIST (expanded by
+`scontrol show hostnames`), SLURM_JOB_CPUS_PER_NODE and SLURMD_NODENAME. Each node starts
+and tears down its own VMs (`AllocatedJob.here`); the first node of the allocation, where the
+batch script runs, is the primary. Slurm never interrupts a Prolog, so a start polls the
+job's state (`start_abandoned`).
+"""
+
+import os
+import re
+import socket
+import subprocess
+
+from vtorque.errors import SubmitError, VTorqueError
+from vtorque.scheduler import base
+from vtorque.scheduler.base import AllocatedJob, Event, Outcome
+
+EVENTS = {"slurm-prolog": "prolog", "slurm-epilog": "epilog"}
+PROLOG_EXIT = {
+    Outcome.OK: 0,
+    # The user's fault: never drain a node for it. The job runs, and its wrapper (job-run)
+    # prints the reason to the job's stderr and exits 1.
+    Outcome.ABORT: 0,
+    Outcome.REQUEUE: 1,  # after the drain: Slurm requeues the job held
+    Outcome.CANCELLED: 0,
+}
+JOB_ID_RE = re.compile(r"[0-9]+")
+# What `scontrol show job` says of a job whose current attempt may still start: during the
+# Prolog it is CONFIGURING or RUNNING (Reason=Prolog); a cancel makes it COMPLETING, a failed
+# Prolog elsewhere PENDING again (requeued).
+STARTING_STATES = ("CONFIGURING", "RUNNING")
+QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "SIGNALING")
+FINAL_STATES = (
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+)
+INVALID_JOB = "Invalid job id"
+GUEST_HOSTFILE = "/etc/vtorque/hostfile"  # inside the guests: one line per vCPU, as mpirun reads
+
+
+class HookUsageError(VTorqueError):
+    """The hook was called with an unknown event or with arguments."""
+
+
+class Adapter(base.Adapter):
+    name = "slurm"
+    hook_names = tuple(EVENTS)
+    per_node = True  # each node starts its own VMs in its own Prolog
+
+    def __init__(self, config):
+        self.config = config
+        self.slurm = config.slurm
+
+    # --- hooks --------------------------------------------------------------------------
+    @staticmethod
+    def parse_hook(argv):
+        if not argv or argv[0] not in EVENTS or len(argv) > 1:
+            raise HookUsageError(
+                f"usage: vtorque-hook {{{','.join(EVENTS)}}} (no arguments: slurmd's environment)"
+                f", got {argv[:3]}"
+            )
+        return argv[0], []
+
+    @staticmethod
+    def hook_job_id(args, environ):
+        return environ.get("SLURM_JOB_ID", "")
+
+    def job_from_hook(self, name, args, environ):
+        job_id = environ.get("SLURM_JOB_ID", "")
+        here = environ.get("SLURMD_NODENAME") or socket.gethostname()
+        after = EVENTS[name] == "epilog"
+        try:
+            hosts = self.hostnames(environ.get("SLURM_NODELIST") or here)
+        except VTorqueError:
+            if not after:
+                raise
+            hosts = [here]  # the Epilog still tears down what is on this node
+        slots = expand_counts(environ.get("SLURM_JOB_CPUS_PER_NODE", ""), len(hosts))
+        primary = hosts[0] == here
+        if after:
+            event = Event.STOP if primary else Event.LEAVE
+        else:
+            event = Event.START if primary else Event.JOIN
+        uid = environ.get("SLURM_JOB_UID")
+        return AllocatedJob(
+            event=event,
+            job_id=job_id,
+            user=environ.get("SLURM_JOB_USER") or _user_of(uid),
+            group=_group_of(environ.get("SLURM_JOB_GID")),
+            name="",
+            script="",
+            nodes=tuple(zip(hosts, slots, strict=True)),
+            workdir=environ.get("SLURM_JOB_WORK_DIR") or None,
+            exit_status=_exit_status(environ.get("SLURM_JOB_EXIT_CODE2")) if after else None,
+            requeued=after and self._requeued(job_id),
+            here=here,
+        )
+
+    @classmethod
+    def failure_exit(cls, name):
+        """A hook that could not do its work: a Prolog fails (Slurm drains the node and
+        requeues the job held); an Epilog too (Slurm drains the node: VMs may be left)."""
+        return 1
+
+    @staticmethod
+    def exit_code(event, outcome):
+        return PROLOG_EXIT[outcome] if event in (Event.START, Event.JOIN) else 0
+
+    # --- the node and the controller -------------------------------------------------------
+    def command_problems(self):
+        from vtorque.job.keys import read_secret
+        from vtorque.site.config_file import command_problem
+
+        problems = []
+        for name in ("sbatch", "scontrol", "scancel", "squeue"):
+            path = getattr(self.slurm, name)
+            problem = command_problem(path)
+            if problem:
+                problems.append(f"slurm.{name}: {path}: {problem}")
+        if os.geteuid() == 0:  # only root may read it; a user's `config check` cannot tell
+            try:
+                read_secret(self.slurm.key_secret)
+            except VTorqueError as err:
+                problems.append(f"slurm.key_secret: {err}")
+        return problems
+
+    def key_secret(self):
+        """The site secret every node derives the job's keys from (job.keys)."""
+        from vtorque.job.keys import read_secret
+
+        return read_secret(self.slurm.key_secret)
+
+    def key_scope(self):
+        return os.environ.get("SLURM_CLUSTER_NAME", "")
+
+    def offline(self, reason):
+        """Drain this node with vTorque's reason (Slurm keeps it: `sinfo -R`); None, or why not."""
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        text = f"vtorque: {reason[:200]}"
+        done = self._scontrol("update", f"nodename={node}", "state=drain", f"reason={text}")
+        return (
+            None if done.returncode == 0 else f"scontrol exit {done.returncode}: {done.stderr.strip()[-200:]}"
+        )
+
+    def tell_job(self, job_id, reason):
+        """The reason on the job itself, where `scontrol show job` shows it (AdminComment)."""
+        self._scontrol("update", f"jobid={job_id}", f"AdminComment=vtorque: {reason[:400]}")
+
+    def live_jobs(self):
+        """Every job slurmctld has not finished, on any node (a superset is safe for the sweep)."""
+        done = _run([self.slurm.squeue, "-h", "-t", "all", "-o", "%i %T"])
+        if done.returncode != 0:
+            raise VTorqueError(
+                f"{self.slurm.squeue} failed (exit {done.returncode}): {done.stderr.strip()[-200:]}"
+            )
+        jobs = (line.split() for line in done.stdout.splitlines() if line.strip())
+        return sorted({parts[0] for parts in jobs if len(parts) == 2 and parts[1] not in FINAL_STATES})
+
+    def job_state(self, job_id):
+        """JobState from `scontrol show job`; "" for a job slurmctld no longer knows; None
+        when it could not tell (controller down, timeout)."""
+        try:
+            done = self._scontrol("show", "job", "-o", job_id)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0:
+            return "" if INVALID_JOB in done.stderr else None
+        state = re.search(r"\bJobState=(\S+)", done.stdout)
+        return state.group(1) if state else None
+
+    def may_run(self, job_id):
+        """Whether slurmctld may still run (or is still ending) `job_id`; None: cannot tell."""
+        state = self.job_state(job_id)
+        if state is None:
+            return None
+        return state != "" and state not in FINAL_STATES
+
+    def start_abandoned(self, job_id):
+        """Whether this attempt will never run: cancelled (COMPLETING), ended, forgotten, or
+        requeued after another node's Prolog failed. Unknown (controller busy) is not."""
+        state = self.job_state(job_id)
+        return state is not None and state not in STARTING_STATES
+
+    @property
+    def cancel_poll_seconds(self):
+        return self.slurm.cancel_poll_seconds
+
+    def _requeued(self, job_id):
+        """In the Epilog: Slurm has put the job back in the queue (a failed Prolog)."""
+        return self.job_state(job_id) in QUEUED_STATES
+
+    def hostnames(self, nodelist):
+        """`scontrol show hostnames`: the expanded node list, in allocation order."""
+        try:
+            done = self._scontrol("show", "hostnames", nodelist)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise VTorqueError(f"scontrol show hostnames {nodelist}: {err}") from None
+        hosts = done.stdout.split()
+        if done.returncode != 0 or not hosts:
+            raise VTorqueError(f"scontrol show hostnames {nodelist} failed: {done.stderr.strip()[-200:]}")
+        return hosts
+
+    def _scontrol(self, *args):
+        return _run([self.slurm.scontrol, *args])
+
+    # --- the job's side ------------------------------------------------------------------
+    @staticmethod
+    def check_job_id(job_id):
+        if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+            raise SubmitError(f"sbatch printed {job_id!r}, which is not a Slurm job id")
+        return job_id
+
+    @staticmethod
+    def guest_nodefile(job_id):
+        return GUEST_HOSTFILE
+
+    @classmethod
+    def guest_environment(cls, environ, job_id, vms=()):
+        """What a job script inside the rank-0 VM needs of Slurm's job environment: the job's
+        identity, and the VMs as its nodes (SLURM_JOB_NODELIST, VTORQUE_HOSTFILE for mpirun)."""
+        keep = (
+            "SLURM_JOB_ID",
+            "SLURM_JOBID",
+            "SLURM_JOB_NAME",
+            "SLURM_JOB_USER",
+            "SLURM_JOB_UID",
+            "SLURM_JOB_PARTITION",
+            "SLURM_CLUSTER_NAME",
+            "SLURM_SUBMIT_DIR",
+            "SLURM_SUBMIT_HOST",
+            "SLURM_JOB_ACCOUNT",
+            "SLURM_ARRAY_JOB_ID",
+            "SLURM_ARRAY_TASK_ID",
+            "SLURM_RESTART_COUNT",
+        )
+        env = {key: environ[key] for key in keep if key in environ}
+        hostnames = [vm["hostname"] for vm in vms]
+        if hostnames:
+            env["SLURM_JOB_NODELIST"] = env["SLURM_NODELIST"] = ",".join(hostnames)
+            env["SLURM_JOB_NUM_NODES"] = env["SLURM_NNODES"] = str(len(hostnames))
+        env["VTORQUE_HOSTFILE"] = GUEST_HOSTFILE
+        return env
+
+    @staticmethod
+    def workdir(environ):
+        return None  # the plan's: SLURM_JOB_WORK_DIR as the Prolog saw it
+
+
+def expand_counts(spec, count):
+    """SLURM_JOB_CPUS_PER_NODE ("2(x3),1") as one number per node; missing → 0 each."""
+    values = []
+    for part in filter(None, spec.split(",")):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not match:
+            raise VTorqueError(f"SLURM_JOB_CPUS_PER_NODE {spec!r} is not in Slurm's format")
+        values += [int(match.group(1))] * int(match.group(2) or 1)
+    if not values:
+        return [0] * count
+    if len(values) != count:
+        raise VTorqueError(
+            f"SLURM_JOB_CPUS_PER_NODE {spec!r} names {len(values)} nodes, the node list {count}"
+        )
+    return values
+
+
+def _exit_status(code2):
+    """SLURM_JOB_EXIT_CODE2 "3:0" (code:signal) as the script's exit code, 128+signal if killed."""
+    match = re.fullmatch(r"(\d+):(\d+)", code2 or "")
+    if not match:
+        return None
+    code, signal = int(match.group(1)), int(match.group(2))
+    return 128 + signal if signal else code
+
+
+def _user_of(uid):
+    import pwd
+
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (TypeError, ValueError, KeyError):
+        return ""
+
+
+def _group_of(gid):
+    import grp
+
+    try:
+        return grp.getgrgid(int(gid)).gr_name
+    except (TypeError, ValueError, KeyError):
+        return ""
+
+
+def _run(command):
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
+    )
