@@ -1,9 +1,12 @@
-"""The primary node's start of a VM job, as root, in named phases:
+"""The start of a VM job, as root, in named phases: on the primary node for every node
+(Torque), or on each node for its own VMs (`job.here`, Slurm: every node's Prolog computes
+the same plan and derives the same keys):
 
 admit      the owner, their spool dir, the request (validated again), the allocation, the image
 register   the record says `starting`, unless this attempt's epilogue came first
-provision  port claims, job dir, keys, the job_start playbook on every node (ansible-runner)
-await      every guest answers SSH with its pinned host key
+provision  port claims, job dir, keys, the job_start playbook on every node, or on this node
+           with the local connection (ansible-runner)
+await      every guest started here answers SSH with its pinned host key
 publish    vms.json for the owner's job; the record says `running`
 
 `start` returns an Outcome (the scheduler adapter turns it into its exit code). The one place
@@ -181,6 +184,7 @@ def _publish(job, config, plan, began, playbook_seconds, ready_from):
         job.job_id,
         state="running",
         vms=vms,
+        **({"started_here": [vm.name for vm in _own_part(plan, job.here).vms]} if job.here else {}),
         phases={
             "prologue": round(now - began, 2),
             "job_start_playbook": round(playbook_seconds, 2),

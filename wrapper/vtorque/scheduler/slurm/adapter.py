@@ -127,11 +127,39 @@ class Adapter(base.Adapter):
             problem = command_problem(path)
             if problem:
                 problems.append(f"slurm.{name}: {path}: {problem}")
+        problems += self._controller_problems()
         if os.geteuid() == 0:  # only root may read it; a user's `config check` cannot tell
             try:
                 read_secret(self.slurm.key_secret)
             except VTorqueError as err:
                 problems.append(f"slurm.key_secret: {err}")
+        return problems
+
+    def _controller_problems(self):
+        """What slurmctld runs with must suit vTorque: every node's Prolog at allocation, the
+        batch script only once all are done, and a Prolog timeout beyond vTorque's own start
+        budget (Slurm kills a Prolog at PrologEpilogTimeout and drains the node)."""
+        try:
+            done = self._scontrol("show", "config")
+        except (OSError, subprocess.SubprocessError) as err:
+            return [f"slurm.scontrol: cannot ask slurmctld for its config: {err}"]
+        if done.returncode != 0:
+            return [f"slurm.scontrol show config failed: {done.stderr.strip()[-200:]}"]
+        settings = dict(re.findall(r"^(\w+)\s+=\s*(.*?)\s*$", done.stdout, re.M))
+        problems = []
+        flags = set(settings.get("PrologFlags", "").replace(" ", "").split(","))
+        missing = [flag for flag in ("Alloc", "DeferBatch") if flag not in flags]
+        if missing:
+            problems.append(
+                f"slurm.conf: PrologFlags lacks {','.join(missing)} (has {settings.get('PrologFlags')!r})"
+            )
+        timeout = re.match(r"(\d+)", settings.get("PrologEpilogTimeout", ""))
+        budget = self.config.timeouts.prologue
+        if timeout and int(timeout.group(1)) <= budget:
+            problems.append(
+                f"slurm.conf: PrologEpilogTimeout {timeout.group(1)} is not above timeouts.prologue {budget}:"
+                " Slurm would kill a starting Prolog and drain the node"
+            )
         return problems
 
     def key_secret(self):
