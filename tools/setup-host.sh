@@ -1,6 +1,7 @@
 #!/bin/bash
 # Prepare a Debian 12 host (root, no systemd as PID 1) for vTorque development and tests:
-# Debian packages, libvirt configured for this machine kind, virtlogd + libvirtd running.
+# Debian packages, libvirt configured for this machine kind, virtlogd + libvirtd running,
+# and munged, which the throw-away Slurm clusters of tests/slurm authenticate with.
 #
 #   tools/setup-host.sh          install + configure + start daemons that are not running
 #   tools/setup-host.sh stop     stop only the daemons an earlier run of this script started
@@ -24,6 +25,7 @@ PACKAGES=(
   debootstrap e2fsprogs                   # the `debian` test guest
   cloud-init                              # `cloud-init schema` validates every seed vTorque writes
   busybox-static cpio                     # the `tiny` test guest (its own tools come as debs)
+  slurmctld slurmd slurm-client munge     # real Slurm for tests/slurm (daemons started per test)
 )
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
@@ -50,17 +52,31 @@ configure_libvirt() {
   fi
 }
 
-running() { [ -f "/var/run/$1.pid" ] && kill -0 "$(cat "/var/run/$1.pid")" 2>/dev/null; }
+# munged keeps its pid file in its own dir (it runs as munge and cannot write /run itself).
+pidfile() { case $1 in munged) echo /run/munge/munged.pid ;; *) echo "/var/run/$1.pid" ;; esac; }
+
+running() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+
+launch() {
+  case $1 in
+    munged)
+      install -d -o munge -g munge -m 0755 /run/munge
+      runuser -u munge -- /usr/sbin/munged ;;  # daemonizes once its socket is ready
+    *)
+      mkdir -p /var/run/libvirt
+      "$1" -d ;;
+  esac
+}
 
 start_daemon() {
   local name=$1
   if running "$name"; then
     [ "$name" = libvirtd ] && [ "${RESTART_LIBVIRTD:-0}" = 1 ] || { log "$name: already running"; return; }
     log "$name: restarting for the new configuration"
-    kill "$(cat /var/run/$name.pid)"; while running "$name"; do sleep 0.1; done
+    kill "$(cat "$(pidfile "$name")")"; while running "$name"; do sleep 0.1; done
   fi
-  mkdir -p /var/run/libvirt "$STATE_DIR"
-  "$name" -d
+  mkdir -p "$STATE_DIR"
+  launch "$name"
   grep -qx "$name" "$STARTED" 2>/dev/null || echo "$name" >> "$STARTED"
   log "$name: started"
 }
@@ -76,7 +92,7 @@ wait_for_libvirt() {
 stop_started() {
   [ -f "$STARTED" ] || { log "nothing was started by this script"; return; }
   tac "$STARTED" | while read -r name; do
-    if running "$name"; then kill "$(cat "/var/run/$name.pid")"; log "$name: stopped"; fi
+    if running "$name"; then kill "$(cat "$(pidfile "$name")")"; log "$name: stopped"; fi
   done
   rm -f "$STARTED"
 }
@@ -89,6 +105,7 @@ case "${1:-start}" in
     start_daemon virtlogd
     start_daemon libvirtd
     wait_for_libvirt
+    start_daemon munged
     log "ready on qemu:///system: $(virsh -c qemu:///system version | awk -F': ' '/Using library|Running hypervisor/{printf "%s%s", sep, $2; sep=", "}')"
     ;;
   stop) stop_started ;;

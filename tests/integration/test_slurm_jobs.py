@@ -4,9 +4,12 @@ module, with libvirtd, the daemons and every client in a network namespace the f
 loopback). Jobs are submitted with vsbatch as a normal user; the hooks run as slurmd runs them."""
 
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import hostnet
 import pytest
@@ -50,10 +53,11 @@ class VMCluster:
 
 
 @pytest.fixture(scope="module")
-def vm_cluster(tiny_image, tmp_path_factory):
+def vm_cluster(tiny_image):
     site = SlurmSite(tiny_image)
     netns = f"vtt-{uuid.uuid4().hex[:6]}"
-    root = tmp_path_factory.mktemp("slurm")
+    root = Path(tempfile.mkdtemp(prefix="vtslurm-", dir="/var/tmp"))  # slurmctld (user slurm) reads it
+    root.chmod(0o755)
     timeout = 200  # above the site's timeouts.prologue (150): Slurm kills a Prolog only then
     with hostnet.namespace_with_bridge(netns, BRIDGE, f"{GATEWAY}/24"), hostnet.libvirtd_in(netns):
         cluster = SlurmCluster(
@@ -75,6 +79,7 @@ def vm_cluster(tiny_image, tmp_path_factory):
             cluster.stop()
             site.sweep(vm.jobs)
             site.close()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
