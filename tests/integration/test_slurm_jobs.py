@@ -68,6 +68,7 @@ def vm_cluster(tiny_image):
             epilog=site.hooks["slurm-epilog"],
             netns=netns,
             prolog_epilog_timeout=timeout,
+            ctld_port=6827,  # beside a Slurm on the packaged ports (the deployment scenario's)
         )
         cluster.start()
         vm = VMCluster(cluster, site, netns)

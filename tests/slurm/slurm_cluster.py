@@ -147,8 +147,14 @@ class SlurmCluster:
         netns=None,
         prolog_epilog_timeout=None,
         kill_wait=5,
+        ctld_port=CTLD_PORT,
+        real_memory_mib=4096,
     ):
         self.root = Path(root).resolve()
+        # slurmctld on ctld_port, node i's slurmd on ctld_port + 1 + i: clusters on other ports
+        # (a deployment test's own Slurm on the packaged 6817) can run beside this one.
+        self.ctld_port = ctld_port
+        self.real_memory_mib = real_memory_mib
         self.nodes = tuple(nodes)
         self.cpus_per_node = cpus_per_node
         self.prolog, self.epilog = (str(p) if p else None for p in (prolog, epilog))
@@ -171,7 +177,7 @@ class SlurmCluster:
             "SlurmUser": "slurm",
             "AuthType": "auth/munge",
             "CredType": "cred/munge",
-            "SlurmctldPort": str(CTLD_PORT),
+            "SlurmctldPort": str(self.ctld_port),
             "CommunicationParameters": "NoCtldInAddrAny,NoInAddrAny",  # loopback only
             "StateSaveLocation": f"{r}/state",
             "SlurmdSpoolDir": f"{r}/spool-%n",
@@ -218,8 +224,10 @@ class SlurmCluster:
         lines = [f"{k}={v}" for k, v in settings.items()] + tail
         for i, node in enumerate(self.nodes):
             lines.append(
-                f"NodeName={node} NodeHostname=vm NodeAddr=127.0.0.1 Port={SLURMD_PORT + i} "
-                f"CPUs={self.cpus_per_node} State=UNKNOWN"
+                f"NodeName={node} NodeHostname=vm NodeAddr=127.0.0.1 Port={self.ctld_port + 1 + i} "
+                # RealMemory: slurmctld checks a job's --mem against it even when memory is not a
+                # consumable resource; its default (1 MB) would refuse every VM job.
+                f"CPUs={self.cpus_per_node} RealMemory={self.real_memory_mib} State=UNKNOWN"
             )
         lines.append("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
         return "\n".join(lines) + "\n"
@@ -257,6 +265,8 @@ class SlurmCluster:
             "netns": self.netns,
             "prolog_epilog_timeout": self.prolog_epilog_timeout,
             "kill_wait": self.kill_wait,
+            "ctld_port": self.ctld_port,
+            "real_memory_mib": self.real_memory_mib,
         }
         state = {"args": args, "pids": self.pids, "owner": self.owner}
         (self.root / "cluster.json").write_text(json.dumps(state, indent=1))
@@ -298,7 +308,7 @@ class SlurmCluster:
         """Stop the daemons of a SlurmCluster whose process died (a crashed test); refuse to start
         beside a cluster still in use, or a foreign Slurm that may hold our ports or node names
         (other Slurm setups on other ports, as experiments run, are left alone)."""
-        ours = {CTLD_PORT, *(SLURMD_PORT + i for i in range(len(self.nodes)))}
+        ours = {self.ctld_port, *(self.ctld_port + 1 + i for i in range(len(self.nodes)))}
         for pid, argv in _slurm_daemons():
             root = _conf_of(argv).parent
             if (root / "cluster.json").is_file():

@@ -9,7 +9,9 @@ modules are imported only on the VM path, so a bare-metal submission stays fast.
 import os
 import sys
 
-HELP = """\
+from vtorque.job.submission import VM_KEYS_HELP
+
+HELP = f"""\
 usage: vsub [qsub options] [-vm key=value[,key=value...]]... [script]
        vsub --dry-run ...   (print the qsub call and the resolved request as JSON; submit nothing)
 
@@ -17,21 +19,7 @@ Every qsub option passes through unchanged. Without -vm (on the command line or 
 '#PBS -vm' lines in the script) the job is an ordinary bare-metal job.
 
 -vm keys (case-insensitive; -vm may be repeated; the command line wins over the script):
-  img=NAME            catalog image (`vtorque images list`); a path only if the site allows it
-  distro=D            debian, ubuntu, redhat, centos, osv (must match the image)
-  ram=SIZE            RAM per VM: MiB, or with K/M/G/T (binary), e.g. 15G
-  vcpus=N             vCPUs per VM
-  vms_per_node=N      VMs on each node
-  arch=x86_64         guest architecture
-  vcpu_pinning=BOOL   pin vCPUs (NUMA auto-placement)
-  disk=SIZE           scratch disk for the rank-0 VM, mounted at /data
-  fs_type=T           sharedfs or ramdisk
-  vm_prologue=FILE    executable run in the rank-0 VM before the job script
-  vm_epilogue=FILE    executable run in the rank-0 VM after the job script
-  metadata=FILE       extra cloud-config (YAML mapping) for the guests
-  vrdma=BOOL  unclot=BOOL  unclot_shmem=SIZE  iocm=BOOL  iocm_min_cores=N  iocm_max_cores=N
-BOOL is true/false, yes/no, on/off, enabled/disabled (0 and 1 are refused: ambiguous).
-ppn and mem are raised to what the VMs need (a note on stderr says so).
+{VM_KEYS_HELP}ppn and mem are raised to what the VMs need (a note on stderr says so).
 Details: docs/user-guide.md; site defaults and limits: `vtorque config show`.
 """
 
@@ -106,13 +94,9 @@ def _read_script(args):
 
 def _command_path(command, name, source):
     """torque.<name> (an absolute path, as the config requires), checked to be runnable."""
-    from vtorque.errors import SubmitError
-    from vtorque.site.config_file import command_problem
+    from vtorque.job.submission import command_path
 
-    problem = command_problem(command)
-    if problem:
-        raise SubmitError(f"{name} command {command!r} (torque.{name} in {source}): {problem}")
-    return command
+    return command_path(command, name, "torque", source)
 
 
 def _qsub_command(config, name):
@@ -121,30 +105,16 @@ def _qsub_command(config, name):
 
 def _exec_qsub(qsub, argv, stdin_data, dry_run):
     """Replace vsub by the real qsub; a script already read from stdin is handed over on a memfd."""
-    if dry_run:
-        import json
+    from vtorque.job.submission import exec_bare_metal
 
-        print(json.dumps({"qsub": [qsub, *argv], "request": None}))
-        return 0
-    if stdin_data is not None:
-        fd = os.memfd_create("vsub-stdin")
-        remaining = memoryview(stdin_data)
-        while remaining:
-            remaining = remaining[os.write(fd, remaining) :]
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.dup2(fd, 0)
-    sys.stdout.flush()
-    os.execv(qsub, [qsub, *argv])  # noqa: S606 - argv list, no shell
+    return exec_bare_metal(qsub, argv, stdin_data, dry_run=dry_run, key="qsub", tool="vsub")
 
 
 def _submit_vm_job(config, args, script, dry_run):
     import json
-    import re
-    import socket
 
-    from vtorque.errors import QsubArgsError, SubmitError
-    from vtorque.request.grammar import parse_vm_values
-    from vtorque.request.resolve import resolve_request
+    from vtorque.errors import QsubArgsError
+    from vtorque.job.submission import resolve_vm_request
 
     for letter, why in (
         ("I", "interactive VM jobs are not supported yet"),
@@ -152,11 +122,9 @@ def _submit_vm_job(config, args, script, dry_run):
     ):
         if args.has(letter) or script.args.has(letter):
             raise QsubArgsError(f"-{letter}: {why}; submit without -vm, or as a batch job")
-    host = socket.gethostname()
-    if config.policy.disabled_hosts and re.fullmatch(config.policy.disabled_hosts, host):
-        raise SubmitError(f"vTorque is disabled on this host ({host} matches policy.disabled_hosts)")
-    options = parse_vm_values([*script.vm, *((value, "command line") for value in args.vm)])
-    request = resolve_request(options, config, owner_uid=os.getuid(), cwd=os.getcwd())
+    options, request = resolve_vm_request(
+        config, [*script.vm, *((value, "command line") for value in args.vm)]
+    )
     args, notes = _fit_resources(args, script, request, config)
     from vtorque.job.plan import check_network_fits
     from vtorque.scheduler.torque.qsub_args import QsubArgs, nodes_count, resource
@@ -233,60 +201,31 @@ def _fit_resources(args, script, request, config):
 
 def _queue(config, script, *, request, asked, qsub_argv, release, qrls, qdel):
     """qsub -h, then request.json, then qrls (when `release`); on any failure after qsub the
-    job is deleted again."""
-    import subprocess
-
-    from vtorque.errors import SubmitError
-    from vtorque.job import spool
-    from vtorque.request.document import request_document
+    job is deleted again (vtorque.job.submission.queue_job)."""
+    from vtorque.job.submission import BatchSystem, Submitted, queue_job
+    from vtorque.job.wrapper_script import installed_vtorque
     from vtorque.scheduler.torque.adapter import Adapter
     from vtorque.scheduler.torque.pbs_script import render_job_wrapper
 
-    staging = spool.create_staging(config.spool_dir)
-    try:
-        spool.write_new_file(os.path.join(staging, "job.sh"), script.content, 0o700)
-        os.mkdir(os.path.join(staging, "wrapper"))
-        os.chmod(os.path.join(staging, "wrapper"), 0o755)  # noqa: S103 - whatever the user's umask
-        wrapper = os.path.join(staging, "wrapper", script.name)
-        vtorque_bin = os.path.join(os.path.dirname(sys.executable), "vtorque")
-        body = render_job_wrapper(
-            script.directives, config.spool_dir, vtorque_bin, os.environ.get("VTORQUE_CONFIG")
-        )
-        spool.write_new_file(wrapper, body, 0o755)
-        argv = [*qsub_argv, wrapper]
-        done = subprocess.run(argv, stdout=subprocess.PIPE, check=False)
-    except OSError as err:
-        spool.remove(staging)
-        raise SubmitError(f"cannot prepare the job in {staging}: {err}") from None
-    except BaseException:
-        spool.remove(staging)
-        raise
-    if done.returncode != 0:
-        spool.remove(staging)
-        sys.stdout.buffer.write(done.stdout)
-        print(f"vsub: qsub failed with exit code {done.returncode}; nothing was submitted", file=sys.stderr)
-        return done.returncode
-    lines = done.stdout.decode(errors="replace").split()
-    job_id = lines[-1] if lines else ""
-    job_dir = staging
-    try:
-        job_dir = spool.publish(staging, config.spool_dir, Adapter.check_job_id(job_id))
-        document = request_document(request, asked, argv, job_id, os.getuid())
-        spool.write_request(job_dir, document)
-        if release:
-            released = subprocess.run([qrls, job_id], capture_output=True, check=False)
-            if released.returncode != 0:
-                why = released.stderr.decode(errors="replace").strip()
-                raise SubmitError(f"qrls {job_id} failed (exit {released.returncode}): {why}")
-    except (OSError, SubmitError) as err:
-        subprocess.run([qdel, job_id], stdout=subprocess.DEVNULL, check=False)
-        spool.remove(job_dir)
-        reason = err.strerror if isinstance(err, OSError) else str(err)
-        raise SubmitError(
-            f"job {job_id or '(unknown id)'} was queued but then removed again (qdel): {reason}"
-        ) from None
-    sys.stdout.buffer.write(done.stdout)
-    return 0
+    def submitted(stdout):
+        """qsub prints the new job's id (the last word of its output)."""
+        words = stdout.decode(errors="replace").split()
+        job_id = words[-1] if words else ""
+        return Submitted(job_id, [qrls, job_id] if release else None, [qdel, job_id], stdout)
+
+    body = render_job_wrapper(
+        script.directives, config.spool_dir, installed_vtorque(), os.environ.get("VTORQUE_CONFIG")
+    )
+    batch = BatchSystem("vsub", "qsub", "qrls", "qdel", qsub_argv, (), submitted, Adapter.check_job_id)
+    return queue_job(
+        config,
+        content=script.content,
+        wrapper_name=script.name,
+        wrapper_body=body,
+        request=request,
+        asked=asked,
+        batch=batch,
+    )
 
 
 if __name__ == "__main__":
