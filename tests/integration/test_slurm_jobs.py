@@ -340,7 +340,7 @@ def test_ten_vm_jobs_at_once_with_cancels_leave_nothing(slurm, libvirt_conn):
                 slurm.site.record("n1", job_id),
                 slurm.site.record("n2", job_id),
             )
-            assert slurm.site.read_output(f"load-{job_id}.txt") == f"done-{job_id}\\n"
+            assert slurm.site.read_output(f"load-{job_id}.txt") == f"done-{job_id}\n"
     for node in ("n1", "n2"):
         assert slurm.cluster.drained_reason(node) is None
     # Cancelled while queued, a job runs no hook: its spool dir is `vtorque sweep`'s, which asks

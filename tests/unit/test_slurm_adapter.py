@@ -13,16 +13,16 @@ SCONTROL = """#!/bin/sh
 echo "$@" >> {log}
 case "$1 $2" in
   "show hostnames") echo "$3" | tr ',' '\\n' | sed 's/^n\\[1-2\\]$/n1\\nn2/' ;;
-  "show job") echo "JobId=$4 JobName=x JobState={state} Reason=Prolog" ;;
+  "show job") echo "JobId=$4 JobName=x JobState={state} Reason={reason}" ;;
 esac
 """
 
 
 @pytest.fixture
 def adapter(tmp_path):
-    def make(state="RUNNING"):
+    def make(state="RUNNING", reason="Prolog"):
         log, script = tmp_path / "scontrol.log", tmp_path / "scontrol"
-        script.write_text(SCONTROL.format(log=log, state=state))
+        script.write_text(SCONTROL.format(log=log, state=state, reason=reason))
         script.chmod(0o755)
         config = parse_config(f"scheduler: slurm\nslurm: {{scontrol: {script}}}\n", "x.yml")
         return slurm.Adapter(config)
@@ -59,6 +59,11 @@ def test_the_epilog_reads_the_exit_code_and_whether_slurm_requeued_the_job(adapt
     assert (ended.event, ended.exit_status, ended.requeued) == (Event.STOP, 3, False)
     requeued = adapter("PENDING").job_from_hook("slurm-epilog", [], prolog_env("n2"))
     assert (requeued.event, requeued.requeued) == (Event.LEAVE, True)
+    # measured: the Epilog after a failed Prolog sees the job still COMPLETING
+    failed = adapter("COMPLETING", "launch_failed_requeued_held").job_from_hook(
+        "slurm-epilog", [], prolog_env("n1")
+    )
+    assert failed.requeued is True
     killed = adapter("COMPLETING").job_from_hook(
         "slurm-epilog", [], prolog_env("n1", SLURM_JOB_EXIT_CODE2="0:9")
     )

@@ -197,14 +197,19 @@ class Adapter(base.Adapter):
     def job_state(self, job_id):
         """JobState from `scontrol show job`; "" for a job slurmctld no longer knows; None
         when it could not tell (controller down, timeout)."""
+        return self._job_fields(job_id)[0]
+
+    def _job_fields(self, job_id):
+        """(JobState, Reason) as job_state tells them."""
         try:
             done = self._scontrol("show", "job", "-o", job_id)
         except (OSError, subprocess.SubprocessError):
-            return None
+            return None, None
         if done.returncode != 0:
-            return "" if INVALID_JOB in done.stderr else None
+            return ("" if INVALID_JOB in done.stderr else None), None
         state = re.search(r"\bJobState=(\S+)", done.stdout)
-        return state.group(1) if state else None
+        reason = re.search(r"\bReason=(\S+)", done.stdout)
+        return (state.group(1) if state else None), (reason.group(1) if reason else "")
 
     def may_run(self, job_id):
         """Whether slurmctld may still run (or is still ending) `job_id`; None: cannot tell."""
@@ -224,8 +229,10 @@ class Adapter(base.Adapter):
         return self.slurm.cancel_poll_seconds
 
     def _requeued(self, job_id):
-        """In the Epilog: Slurm has put the job back in the queue (a failed Prolog)."""
-        return self.job_state(job_id) in QUEUED_STATES
+        """In the Epilog: Slurm puts the job back in the queue. After a failed Prolog the job is
+        still COMPLETING while the Epilog runs, with Reason=launch_failed_requeued_held."""
+        state, reason = self._job_fields(job_id)
+        return state in QUEUED_STATES or "requeue" in (reason or "").lower()
 
     def hostnames(self, nodelist):
         """`scontrol show hostnames`: the expanded node list, in allocation order."""
