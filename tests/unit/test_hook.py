@@ -65,3 +65,20 @@ def test_wrong_argument_counts_are_refused_with_torques_numbers(tmp_path):
         check=False,
     )
     assert done.returncode == 2 and "prologue takes 8 arguments from pbs_mom, got 7" in done.stderr
+
+
+def test_slurm_hooks_pass_a_bare_metal_job_fast_and_fail_a_vm_job_the_slurm_way(tmp_path):
+    slurmd = {"SLURM_JOB_ID": "41", "SLURMD_NODENAME": "n1", "SLURM_NODELIST": "n1"}
+    text = f"scheduler: slurm\nspool_dir: {tmp_path / 'spool'}\nstate_dir: {tmp_path / 'state'}\n"
+    for event in ("slurm-prolog", "slurm-epilog"):
+        done = hook(tmp_path, event, config_text=text, **slurmd)
+        assert json.loads(done.stdout) == {"code": 0, "heavy": []}, done.stderr
+    (tmp_path / "spool" / "41").mkdir(parents=True)
+    # A VM job and a config that does not validate: Slurm's failure code (drain, requeue held),
+    # not Torque's.
+    done = hook(tmp_path, "slurm-prolog", config_text=text + "limits: {max_vcpus: -1}\n", **slurmd)
+    assert json.loads(done.stdout.splitlines()[-1])["code"] == 1, done.stderr
+    assert "limits.max_vcpus" in done.stderr
+    done = hook(tmp_path, "slurm-prolog", config_text=text.replace("slurm", "torque", 1), **slurmd)
+    assert json.loads(done.stdout.splitlines()[-1])["code"] == 1
+    assert "says scheduler: torque, but slurm called this hook" in done.stderr

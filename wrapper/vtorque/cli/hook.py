@@ -33,7 +33,9 @@ def main(argv=None):
     except Exception:  # noqa: BLE001 - an unreadable config is reported on the full path below
         data = None
     data_or_empty = data if isinstance(data, dict) else {}
-    adapter = scheduler.named(data_or_empty.get("scheduler", "torque"))
+    # The event names the batch system (their hook names differ), so an unreadable config still
+    # answers in the calling batch system's exit codes.
+    adapter = scheduler.for_hook(argv[0]) or scheduler.named(str(data_or_empty.get("scheduler", "torque")))
     try:
         name, args = adapter.parse_hook(argv)
     except VTorqueError as err:
@@ -73,6 +75,13 @@ def _handle(adapter_class, name, args, path, data):
         config = load_config(path) if data is None else from_data(data, path)
     except VTorqueError as err:
         print(f"vtorque-hook {name}: {err}", file=sys.stderr)
+        return adapter_class.failure_exit(name)
+    if config.scheduler != adapter_class.name:
+        print(
+            f"vtorque-hook {name}: {path} says scheduler: {config.scheduler}, but {adapter_class.name}"
+            f" called this hook",
+            file=sys.stderr,
+        )
         return adapter_class.failure_exit(name)
     adapter = adapter_class(config)
     job = adapter.job_from_hook(name, args, os.environ)

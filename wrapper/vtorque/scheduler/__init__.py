@@ -13,5 +13,14 @@ def named(name):
     return importlib.import_module(ADAPTERS[name]).Adapter
 
 
+def for_hook(event):
+    """The adapter class whose batch system calls hook `event` (their names differ), or None."""
+    for name in ADAPTERS:
+        adapter = named(name)
+        if event in adapter.hook_names:
+            return adapter
+    return None
+
+
 def for_config(config):
     return named(config.scheduler)(config)
