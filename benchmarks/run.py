@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cases_fanout
 import cases_host
+import cases_slurm
 import cases_vm
 from plots import plot_comparisons, plot_series
 
@@ -24,6 +25,7 @@ CASES = {
     "provisioning": cases_vm.provisioning,
     "fanout": cases_fanout.fanout,
     "jobrun": cases_vm.job_run,
+    "slurm": cases_slurm.slurm,
 }
 # Targets from issue 7: (figure name prefix, field, limit, description)
 TARGETS = [

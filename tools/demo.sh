@@ -1,9 +1,12 @@
 #!/bin/bash
 # The demo: set up this machine (root, Debian 12) and run a small batch job inside a real VM
 # with `vtorque run`, which plays Torque's pbs_mom on this one machine (docs/job-lifecycle.md).
+# `tools/demo.sh --slurm` instead starts a real one-node Slurm (slurmctld + slurmd from
+# Debian, loopback only) whose Prolog/Epilog call vtorque-hook, and submits with `vsbatch`.
 # A throw-away site (config, catalog with the `tiny` test guest, spool) and a demo user are
 # created for the run and removed afterwards; the job's VM is gone when the script ends.
 set -euo pipefail
+MODE=${1:-torque}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEMO_USER=vtdemo
@@ -15,6 +18,7 @@ IMAGE=$(tools/build-test-images.sh tiny)
 SITE=$(mktemp -d /var/tmp/vtorque-demo.XXXXXX)
 CREATED_USER=0
 cleanup() {
+  if [ "$MODE" = --slurm ]; then "$ROOT/.venv/bin/python" "$ROOT/tests/slurm/slurm_cluster.py" stop "$SITE/slurm" || true; fi
   rm -rf "$SITE"
   if [ "$CREATED_USER" = 1 ]; then userdel -r "$DEMO_USER" 2>/dev/null || true; fi
 }
@@ -57,8 +61,29 @@ EOF2
 
 cd "$WORK"
 set +e
-VTORQUE_CONFIG=$SITE/vtorque.yml "$ROOT/.venv/bin/vtorque" run --user "$DEMO_USER" -vm img=tiny,vcpus=1,ram=256M hello.sh
-CODE=$?
+if [ "$MODE" = --slurm ]; then
+  # Slurm: the site says so, every node holds the key secret, the hooks are shims as deployed.
+  (umask 077; head -c 32 /dev/urandom > "$SITE/job-key.secret")
+  printf 'scheduler: slurm\nslurm: {key_secret: %s}\n' "$SITE/job-key.secret" >> "$SITE/vtorque.yml"
+  for event in slurm-prolog slurm-epilog; do
+    printf '#!/bin/sh\nVTORQUE_CONFIG=%s exec %s %s\n' "$SITE/vtorque.yml" "$ROOT/.venv/bin/vtorque-hook" "$event" > "$SITE/$event"
+    chmod 0755 "$SITE/$event"
+  done
+  "$ROOT/.venv/bin/python" "$ROOT/tests/slurm/slurm_cluster.py" start "$SITE/slurm" --nodes vm \
+    --prolog "$SITE/slurm-prolog" --epilog "$SITE/slurm-epilog"
+  sed -i 's/^#PBS -N hello-vm/#SBATCH -J hello-vm/; s/PBS_JOBID/SLURM_JOB_ID/; s/PBS_NODEFILE/VTORQUE_HOSTFILE/' hello.sh
+  export SLURM_CONF=$SITE/slurm/slurm.conf
+  JOB=$(setpriv --reuid="$DEMO_USER" --regid="$(id -g "$DEMO_USER")" --init-groups env HOME="$HOME_DIR" \
+    VTORQUE_CONFIG="$SITE/vtorque.yml" "$ROOT/.venv/bin/vsbatch" --parsable -o hello.out --vm img=tiny,vcpus=1,ram=256M hello.sh)
+  echo "demo: submitted Slurm job $JOB with vsbatch; waiting for it"
+  while squeue -h -j "$JOB" 2>/dev/null | grep -q .; do sleep 1; done
+  scontrol show job "$JOB" | grep -E -o "JobState=\S+|ExitCode=\S+" | tr '\n' ' '; echo
+  echo "demo: the job's output (hello.out):"; cat "$WORK/hello.out"
+  CODE=$(scontrol show job "$JOB" | grep -E -o "ExitCode=[0-9]+" | cut -d= -f2)
+else
+  VTORQUE_CONFIG=$SITE/vtorque.yml "$ROOT/.venv/bin/vtorque" run --user "$DEMO_USER" -vm img=tiny,vcpus=1,ram=256M hello.sh
+  CODE=$?
+fi
 set -e
 [ -f "$WORK/from-the-vm.txt" ] && echo "demo: $WORK/from-the-vm.txt says: $(cat "$WORK/from-the-vm.txt")"
 echo "demo: the job exited with $CODE; VMs left: $(virsh -c qemu:///system list --all --name | grep -c '^vt-' || true)"
