@@ -6,6 +6,7 @@ Each batch system's adapter (`scheduler.torque`) turns its own argv, environment
 and node commands into them and back.
 """
 
+import subprocess
 from dataclasses import dataclass
 from enum import Enum
 
@@ -66,3 +67,10 @@ class Adapter:
 
     def tell_job(self, job_id, reason):
         """Put a failed start's reason on the job where the batch system shows it, if it can."""
+
+
+def run_command(command, timeout=30):
+    """A batch system's command from a hook: captured text, no stdin, never raising on exit."""
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+    )

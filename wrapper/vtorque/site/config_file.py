@@ -59,6 +59,19 @@ def parse_command(value):
     return os.path.normpath(value)
 
 
+def section_command(data, section, name, defaults, path):
+    """`<section>.<name>` (a batch system's command) of an unvalidated config document, or its
+    default, checked like load_config checks it: the submit commands' bare-metal path reads no
+    more of the config than this."""
+
+    values = data.get(section) if isinstance(data, dict) else None
+    value = values.get(name, defaults[name]) if isinstance(values, dict) else defaults[name]
+    try:
+        return parse_command(value)
+    except ValueError as err:
+        raise ConfigError(path, [f"{section}.{name}: {err}, got {value!r}"]) from None
+
+
 def command_problem(path):
     """Why the absolute command `path` cannot be run (None when it can); `vtorque config check`
     and vsub ask, the hooks then trust the checked config."""

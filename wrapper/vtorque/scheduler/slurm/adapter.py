@@ -17,6 +17,7 @@ import subprocess
 from vtorque.errors import SubmitError, VTorqueError
 from vtorque.scheduler import base
 from vtorque.scheduler.base import AllocatedJob, Event, Outcome
+from vtorque.scheduler.base import run_command as _run
 
 EVENTS = {"slurm-prolog": "prolog", "slurm-epilog": "epilog"}
 PROLOG_EXIT = {
@@ -333,9 +334,3 @@ def _group_of(gid):
         return grp.getgrgid(int(gid)).gr_name
     except (TypeError, ValueError, KeyError):
         return ""
-
-
-def _run(command):
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
-    )

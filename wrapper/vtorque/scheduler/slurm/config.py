@@ -8,8 +8,7 @@ each host's real paths at deploy time.
 
 from dataclasses import dataclass
 
-from vtorque.errors import ConfigError
-from vtorque.site.config_file import parse_command
+from vtorque.site.config_file import parse_command, section_command
 from vtorque.site.fields import abs_path, opt
 
 COMMANDS = {name: f"/usr/bin/{name}" for name in ("sbatch", "scontrol", "scancel", "squeue")}
@@ -31,11 +30,5 @@ class SlurmConfig:
 
 
 def command(data, name, path):
-    """`slurm.<name>` of an unvalidated config document, checked like load_config checks it
-    (vsbatch's bare-metal path reads no more of the config than this)."""
-    slurm = data.get("slurm") if isinstance(data, dict) else None
-    value = slurm.get(name, COMMANDS[name]) if isinstance(slurm, dict) else COMMANDS[name]
-    try:
-        return parse_command(value)
-    except ValueError as err:
-        raise ConfigError(path, [f"slurm.{name}: {err}, got {value!r}"]) from None
+    """`slurm.<name>` of an unvalidated config document (site.config_file.section_command)."""
+    return section_command(data, "slurm", name, COMMANDS, path)

@@ -14,6 +14,7 @@ import subprocess
 from vtorque.errors import SubmitError, VTorqueError
 from vtorque.scheduler import base
 from vtorque.scheduler.base import AllocatedJob, Event, Outcome
+from vtorque.scheduler.base import run_command as _run
 from vtorque.scheduler.torque.config import COMMANDS
 
 EVENTS = {  # mom_priv script: (vTorque's event, pbs_mom's argument count)
@@ -192,9 +193,3 @@ def read_nodefile(path):
     for host in lines:
         slots[host] = slots.get(host, 0) + 1
     return tuple(slots.items())
-
-
-def _run(command):
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
-    )

@@ -7,8 +7,7 @@ paths at deploy time.
 
 from dataclasses import dataclass
 
-from vtorque.errors import ConfigError
-from vtorque.site.config_file import parse_command
+from vtorque.site.config_file import parse_command, section_command
 from vtorque.site.fields import abs_path, opt
 
 COMMANDS = {name: f"/usr/local/bin/{name}" for name in ("qsub", "qrls", "qdel", "qstat", "pbsnodes")}
@@ -25,11 +24,5 @@ class TorqueConfig:
 
 
 def command(data, name, path):
-    """`torque.<name>` of an unvalidated config document, checked like load_config checks it
-    (vsub's bare-metal path reads no more of the config than this)."""
-    torque = data.get("torque") if isinstance(data, dict) else None
-    value = torque.get(name, COMMANDS[name]) if isinstance(torque, dict) else COMMANDS[name]
-    try:
-        return parse_command(value)
-    except ValueError as err:
-        raise ConfigError(path, [f"torque.{name}: {err}, got {value!r}"]) from None
+    """`torque.<name>` of an unvalidated config document (site.config_file.section_command)."""
+    return section_command(data, "torque", name, COMMANDS, path)
