@@ -621,6 +621,44 @@ def test_the_other_user_cannot_read_the_first_users_job_files(pair):
     assert not_mine.returncode == 1 and "is another user's" in not_mine.stderr and not_mine.stdout == ""
 
 
+def vtorque_ssh(pair, user, *args):
+    vtorque = str(Path(sys.executable).parent / "vtorque")
+    entry = pwd.getpwnam(user)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": entry.pw_dir,
+        "USER": user,
+        "VTORQUE_CONFIG": str(pair.site.config),
+    }
+    return subprocess.run(
+        [vtorque, "ssh", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        user=entry.pw_uid,
+        group=entry.pw_gid,
+        extra_groups=[],
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_vtorque_ssh_lets_the_owner_into_their_vm_and_no_one_else(pair):
+    mine, theirs = pair.jobs[USER], pair.jobs[OTHER]
+    vm = pair.site.record(mine.job_id)["vms"][0]
+    inside = vtorque_ssh(pair, USER, mine.job_id, "--", "echo", "$(hostname)", "$(id -un)")
+    assert (inside.returncode, inside.stdout) == (0, f"{vm['hostname']} {USER}\n"), inside
+    by_rank = vtorque_ssh(pair, USER, mine.job_id, "vm0", "--", "exit 7")
+    assert by_rank.returncode == 7, by_rank  # the command's own exit code comes back
+    refused = vtorque_ssh(pair, OTHER, mine.job_id, "--", "id")
+    assert refused.returncode == 1 and "is another user's" in refused.stderr, refused
+    own = vtorque_ssh(pair, OTHER, theirs.job_id, "--", "id", "-un")
+    assert (own.returncode, own.stdout) == (0, f"{OTHER}\n"), own
+    unknown = vtorque_ssh(pair, USER, mine.job_id, "vm5", "--", "true")
+    assert unknown.returncode == 1 and "has no VM 'vm5'" in unknown.stderr, unknown
+
+
 def test_no_key_is_left_after_the_epilogues_and_none_in_records_or_logs(pair):
     for job in pair.jobs.values():  # a log exists when the hooks had something to tell the owner
         log = pair.site.spool / job.job_id / "vtorque.log"
@@ -639,6 +677,15 @@ def test_no_key_is_left_after_the_epilogues_and_none_in_records_or_logs(pair):
 
 
 # --- 4. qdel while the VM is still starting ------------------------------------------------
+def test_vtorque_ssh_refuses_a_job_that_ended(pair):
+    pair.end()
+    mine = pair.jobs[USER]
+    after = vtorque_ssh(pair, USER, mine.job_id, "--", "true")
+    assert (
+        after.returncode == 1 and f"job {mine.job_id} is not running (its state is ended)" in after.stderr
+    ), after
+
+
 @pytest.fixture(scope="module")
 def qdel_during_start(tiny_image, libvirt_conn):
     """Two jobs, each qdel'd (precancel as the owner, then the epilogue beside the prologue, as
