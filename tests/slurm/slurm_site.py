@@ -10,7 +10,9 @@ environment (no PATH), as the deployed shims get it before they set their own.
 import json
 import os
 import pwd
+import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,11 +23,27 @@ from lifecycle_site import USER, Site
 
 VENV_BIN = Path(sys.executable).parent
 NODES = ("n1", "n2")
-SHIM = """#!/bin/sh
+TEMPLATE = (
+    Path(__file__).resolve().parents[2]
+    / "collections/ansible_collections/mikelangelo/vtorque/roles/compute/templates/slurm-hook.sh.j2"
+)
+PICK_CONFIG = """#!/bin/sh
 VTORQUE_CONFIG={root}/vtorque-$SLURMD_NODENAME.yml
 export VTORQUE_CONFIG
-exec {venv}/vtorque-hook {event}
+exec {shim}
 """
+
+
+def deployed_shim(event):
+    """The compute role's shim for `event` (prolog, epilog) with no site hook to chain."""
+    import jinja2
+
+    env = jinja2.Environment(keep_trailing_newline=True, trim_blocks=True)  # noqa: S701 - a shell script; as Ansible renders
+    env.filters["quote"] = shlex.quote
+    env.tests["search"] = lambda value, pattern: re.search(pattern, value) is not None
+    return env.from_string(TEMPLATE.read_text()).render(
+        item=event, vtorque_site_hook="", vtorque_venv=str(VENV_BIN.parent)
+    )
 
 
 class SlurmSite:
@@ -45,9 +63,12 @@ class SlurmSite:
         self.base = yaml.safe_load(self.site.config.read_text())
         self.hooks = {}
         for event in ("slurm-prolog", "slurm-epilog"):
+            shim = self.root / f"deployed-{event}"
+            shim.write_text(deployed_shim(event.split("-")[1]))
             path = self.root / event
-            path.write_text(SHIM.format(root=self.root, venv=VENV_BIN, event=event))
-            path.chmod(0o755)
+            path.write_text(PICK_CONFIG.format(root=self.root, shim=shim))
+            for script in (shim, path):
+                script.chmod(0o755)
             self.hooks[event] = path
         self.configure()
 
