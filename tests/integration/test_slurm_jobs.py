@@ -4,6 +4,7 @@ module, with libvirtd, the daemons and every client in a network namespace the f
 loopback). Jobs are submitted with vsbatch as a normal user; the hooks run as slurmd runs them."""
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -352,3 +353,89 @@ def test_ten_vm_jobs_at_once_with_cancels_leave_nothing(slurm, libvirt_conn):
     assert swept.returncode == 0, swept
     for job_id in jobs:
         assert slurm.site.leftovers(libvirt_conn, job_id) == [], (job_id, swept.stdout)
+
+
+def read_pty(fd, until, timeout, seen=b""):
+    """Output of the pty `fd` up to `until` (a regex on bytes), or to EOF when `until` is None."""
+    import re
+    import select
+
+    deadline = time.monotonic() + timeout
+    while until is None or not re.search(until, seen):
+        assert time.monotonic() < deadline, f"no {until!r} in {timeout} s: {seen.decode(errors='replace')}"
+        ready, _, _ = select.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other side closed
+            chunk = b""
+        if not chunk:
+            assert until is None, f"EOF before {until!r}: {seen.decode(errors='replace')}"
+            return seen
+        seen += chunk
+    return seen
+
+
+def spawn_vsalloc(slurm):
+    """vsalloc as vtuser on a terminal of its own: (pid, the terminal's master fd)."""
+    import pty
+    import pwd
+
+    user = pwd.getpwnam("vtuser")
+    argv = ["nsenter", f"--net=/run/netns/{slurm.netns}", "setpriv", f"--reuid={user.pw_uid}"]
+    argv += [f"--regid={user.pw_gid}", "--init-groups", str(VENV_BIN / "vsalloc"), "-w", "n1"]
+    argv += ["--vm", "vcpus=1,ram=192M"]
+    env = {
+        "HOME": user.pw_dir,
+        "USER": "vtuser",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "TERM": "xterm",
+        "SLURM_CONF": str(slurm.cluster.conf),
+        "VTORQUE_CONFIG": str(slurm.site.config("n1")),
+    }
+    pid, fd = pty.fork()
+    if pid == 0:  # the user's terminal session
+        os.chdir(slurm.site.workdir)
+        os.execvpe(argv[0], argv, env)  # noqa: S606 - argv list
+    return pid, fd
+
+
+def test_vsalloc_gives_a_login_shell_in_the_vm_and_its_exit_ends_the_job(slurm, libvirt_conn):
+    import re
+
+    pid, fd = spawn_vsalloc(slurm)
+    try:
+        seen = read_pty(fd, rb"Pending job allocation (\d+)", 30)
+        job_id = re.search(rb"Pending job allocation (\d+)", seen).group(1).decode()
+        slurm.jobs.append(job_id)
+        seen = read_pty(fd, rb"ready for job", 240, seen)
+        os.write(fd, b"echo in=$(hostname) job=$SLURM_JOB_ID cwd=$(pwd) tty=$(tty | cut -c1-8); exit 7\n")
+        seen = read_pty(fd, None, 120, seen)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = seen.decode(errors="replace")
+    assert f"in=n1-vm0 job={job_id} cwd={slurm.site.workdir} tty=/dev/pts" in text, text
+    assert os.waitstatus_to_exitcode(status) == 7, text
+    slurm.cluster.wait_job(job_id, timeout=60)
+    assert slurm.site.record("n1", job_id)["state"] == "ended"
+    assert_nothing_left(slurm, libvirt_conn, job_id)
+
+
+def test_a_hang_up_while_vsalloc_s_vms_start_leaves_nothing(slurm, libvirt_conn):
+    import re
+
+    pid, fd = spawn_vsalloc(slurm)
+    try:
+        seen = read_pty(fd, rb"Pending job allocation (\d+)", 30)
+        job_id = re.search(rb"Pending job allocation (\d+)", seen).group(1).decode()
+        slurm.jobs.append(job_id)
+        wait_record(slurm.site, "n1", job_id, ("starting",), timeout=60)
+    finally:
+        os.close(fd)  # the terminal goes away: salloc gets SIGHUP and gives the allocation up
+        os.waitpid(pid, 0)
+    job = slurm.cluster.wait_job(job_id, timeout=120)
+    assert job["JobState"] in ("CANCELLED", "COMPLETED", "FAILED"), job
+    assert slurm.cluster.drained_reason("n1") is None
+    assert_nothing_left(slurm, libvirt_conn, job_id)

@@ -139,7 +139,7 @@ def test_a_bare_metal_job_runs_through_the_chained_prolog_and_epilog(host, phase
 
 def test_users_get_vsbatch_on_path_and_a_module_file(host, phase):
     installed_only(phase)
-    for command in ("vsbatch", "vtorque"):
+    for command in ("vsbatch", "vsalloc", "vtorque"):
         assert host.file(f"{ROOT}/bin/{command}").linked_to == f"{VENV}/bin/{command}"
     assert not host.file(f"{ROOT}/bin/vsub").exists  # Torque's, not on a Slurm site
     module = host.file(f"{ROOT}/modulefiles/vtorque").content_string

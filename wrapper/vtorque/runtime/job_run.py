@@ -22,8 +22,10 @@ SSH_FAILED = 255
 
 def main(argv, prog="vtorque job-run"):
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: {prog} SPOOL_JOB_DIR [ARGS...]  (run by the job wrapper vsub writes)")
+        print(f"usage: {prog} [--interactive] SPOOL_JOB_DIR [ARGS...]  (run by the job wrapper vsub writes)")
         return 0 if argv else 2
+    interactive = argv[0] == "--interactive"  # vsalloc: a login shell on the user's terminal
+    argv = argv[1:] if interactive else argv
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
     from vtorque import scheduler
@@ -45,11 +47,13 @@ def main(argv, prog="vtorque job-run"):
     batch = scheduler.for_config(config)
     workdir = batch.workdir(os.environ) or vms["workdir"]
     env = batch.guest_environment(os.environ, job_id, vms["vms"])
-    remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
     ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)
-    command = [*ssh, remote]
-    with open(os.path.join(spool, "job.sh"), "rb") as script:
-        child = subprocess.Popen(command, stdin=script)  # noqa: S603 - argv list
+    if interactive:
+        child = subprocess.Popen([ssh[0], "-t", *ssh[1:], login_command(workdir, env)])  # noqa: S603
+    else:
+        remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
+        with open(os.path.join(spool, "job.sh"), "rb") as script:
+            child = subprocess.Popen([*ssh, remote], stdin=script)  # noqa: S603 - argv list
     _write_pid(spool)
     killed = []
 
@@ -79,6 +83,14 @@ def _why_no_vms(config, job_id, err):
     if record.get("reason"):
         return f"job {job_id} cannot run in VMs: {record['reason']}"
     return f"job {job_id} has no running VMs to run in ({err})"
+
+
+def login_command(workdir, env):
+    """Shell text for an interactive job: the user's login shell in the work dir, with the job's
+    environment."""
+    q = shlex.quote
+    assignments = " ".join(f"{key}={q(value)}" for key, value in sorted(env.items()))
+    return f'cd {q(workdir)} || exit 255\nexec env {assignments} "${{SHELL:-/bin/sh}}" -l'
 
 
 def remote_command(workdir, env, args, vm_prologue=None, vm_epilogue=None):

@@ -123,7 +123,7 @@ class Adapter(base.Adapter):
         from vtorque.site.config_file import command_problem
 
         problems = []
-        for name in ("sbatch", "scontrol", "scancel", "squeue"):
+        for name in ("sbatch", "salloc", "scontrol", "scancel", "squeue"):
             path = getattr(self.slurm, name)
             problem = command_problem(path)
             if problem:

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from vtorque.site.config_file import parse_command, section_command
 from vtorque.site.fields import abs_path, opt
 
-COMMANDS = {name: f"/usr/bin/{name}" for name in ("sbatch", "scontrol", "scancel", "squeue")}
+COMMANDS = {name: f"/usr/bin/{name}" for name in ("sbatch", "salloc", "scontrol", "scancel", "squeue")}
 DEFAULT_KEY_SECRET = "/etc/vtorque/job-key.secret"  # noqa: S105 - a path, not the secret
 
 
 @dataclass(frozen=True)
 class SlurmConfig:
     sbatch: str = opt(COMMANDS["sbatch"], parse_command)
+    salloc: str = opt(COMMANDS["salloc"], parse_command)
     scontrol: str = opt(COMMANDS["scontrol"], parse_command)
     scancel: str = opt(COMMANDS["scancel"], parse_command)
     squeue: str = opt(COMMANDS["squeue"], parse_command)

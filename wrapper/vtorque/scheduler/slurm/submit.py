@@ -83,12 +83,12 @@ def main(argv=None):
     try:
         return _submit(argv)
     except VTorqueError as err:
-        print(f"{TOOL}: {_in_vsbatch_words(err)}", file=sys.stderr)
+        print(f"{TOOL}: {in_slurm_words(err)}", file=sys.stderr)
         print(f"{TOOL}: nothing was submitted", file=sys.stderr)
         return err.exit_code
 
 
-def _in_vsbatch_words(err):
+def in_slurm_words(err):
     """The message of `err`; a request error names its key as `-vm key` (vsub's option), which
     vsbatch spells `--vm`."""
     from vtorque.errors import RequestError
@@ -188,11 +188,11 @@ def _submit_vm_job(config, args, script):
     merged = _in_sbatch_order(script.args.options, environment, args.options)
     _refuse_unsupported(args, script, merged)
     asked, request = resolve_vm_request(config, [*script.vm, *((value, "command line") for value in args.vm)])
-    fitted, notes = _fit_resources(script.args.options, environment, args.options, request, config)
-    check_network_fits(config.network.mode, _most_nodes(merged), request.vms_per_node)
+    fitted, notes = fit_resources(script.args.options, environment, args.options, request, config)
+    check_network_fits(config.network.mode, most_nodes(merged), request.vms_per_node)
     for note in notes:
         print(f"{TOOL}: note: {note}", file=sys.stderr)
-    sbatch = _slurm_command(config, "sbatch")
+    sbatch = slurm_command(config, "sbatch")
     hold = [] if args.has("hold") else ["-H"]
     submit_argv = [sbatch, *hold, "--parsable", *args.argv(drop=NOT_PASSED_ON), *fitted]
     name = _wrapper_name(args)
@@ -214,7 +214,7 @@ def _submit_vm_job(config, args, script):
     )
 
 
-def _slurm_command(config, name):
+def slurm_command(config, name):
     from vtorque.job.submission import command_path
 
     return command_path(getattr(config.slurm, name), name, "slurm", config.source)
@@ -246,7 +246,7 @@ def _refuse_unsupported(args, script, merged):
         )
 
 
-def _most_nodes(merged):
+def most_nodes(merged):
     """The most nodes Slurm may give the job: -N N, or MAX of -N MIN-MAX (default 1)."""
     from vtorque.scheduler.slurm.sbatch_args import SbatchArgsError, node_range
 
@@ -270,7 +270,7 @@ def _in_sbatch_order(script_options, environment, command_line):
     return SbatchArgs((*script_options, *environment, *command_line))
 
 
-def _fit_resources(script_options, environment, command_line, request, config):
+def fit_resources(script_options, environment, command_line, request, config):
     """(sbatch options to append after the user's, notes): CPUs, memory and whole nodes as
     the VMs need them on each node. Appended options win: sbatch keeps an option's last value."""
     from vtorque.scheduler.slurm.sbatch_args import SbatchArgs
@@ -424,7 +424,7 @@ def _queue(config, script, *, wrapper_name, request, asked, submit_argv, script_
     from vtorque.job.wrapper_script import installed_vtorque, render_job_wrapper
     from vtorque.scheduler.slurm.adapter import Adapter
 
-    scontrol, scancel = _slurm_command(config, "scontrol"), _slurm_command(config, "scancel")
+    scontrol, scancel = slurm_command(config, "scontrol"), slurm_command(config, "scancel")
 
     def submitted(stdout):
         job_id, cluster = _parsable_job(stdout)
