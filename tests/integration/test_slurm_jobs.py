@@ -378,9 +378,11 @@ def read_pty(fd, until, timeout, seen=b""):
 
 
 def spawn_vsalloc(slurm):
-    """vsalloc as vtuser on a terminal of its own: (pid, the terminal's master fd)."""
+    """vsalloc as vtuser on a terminal of its own, once salloc named the job: (pid, the
+    terminal's master fd, what it printed, the job id)."""
     import pty
     import pwd
+    import re
 
     user = pwd.getpwnam("vtuser")
     argv = ["nsenter", f"--net=/run/netns/{slurm.netns}", "setpriv", f"--reuid={user.pw_uid}"]
@@ -398,17 +400,15 @@ def spawn_vsalloc(slurm):
     if pid == 0:  # the user's terminal session
         os.chdir(slurm.site.workdir)
         os.execvpe(argv[0], argv, env)  # noqa: S606 - argv list
-    return pid, fd
+    seen = read_pty(fd, rb"Pending job allocation (\d+)", 30)
+    job_id = re.search(rb"Pending job allocation (\d+)", seen).group(1).decode()
+    slurm.jobs.append(job_id)
+    return pid, fd, seen, job_id
 
 
 def test_vsalloc_gives_a_login_shell_in_the_vm_and_its_exit_ends_the_job(slurm, libvirt_conn):
-    import re
-
-    pid, fd = spawn_vsalloc(slurm)
+    pid, fd, seen, job_id = spawn_vsalloc(slurm)
     try:
-        seen = read_pty(fd, rb"Pending job allocation (\d+)", 30)
-        job_id = re.search(rb"Pending job allocation (\d+)", seen).group(1).decode()
-        slurm.jobs.append(job_id)
         seen = read_pty(fd, rb"ready for job", 240, seen)
         os.write(fd, b"echo in=$(hostname) job=$SLURM_JOB_ID cwd=$(pwd) tty=$(tty | cut -c1-8); exit 7\n")
         seen = read_pty(fd, None, 120, seen)
@@ -424,13 +424,8 @@ def test_vsalloc_gives_a_login_shell_in_the_vm_and_its_exit_ends_the_job(slurm, 
 
 
 def test_a_hang_up_while_vsalloc_s_vms_start_leaves_nothing(slurm, libvirt_conn):
-    import re
-
-    pid, fd = spawn_vsalloc(slurm)
+    pid, fd, seen, job_id = spawn_vsalloc(slurm)
     try:
-        seen = read_pty(fd, rb"Pending job allocation (\d+)", 30)
-        job_id = re.search(rb"Pending job allocation (\d+)", seen).group(1).decode()
-        slurm.jobs.append(job_id)
         wait_record(slurm.site, "n1", job_id, ("starting",), timeout=60)
     finally:
         os.close(fd)  # the terminal goes away: salloc gets SIGHUP and gives the allocation up
