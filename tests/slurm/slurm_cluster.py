@@ -3,9 +3,9 @@
 Everything lives under one root directory: slurm.conf, cgroup.conf, the controller's state,
 one spool dir per node, pid files, logs and cluster.json (the constructor arguments and the
 daemons' pids, so `stop` works from another process, e.g. the CLI at the bottom).
-slurmctld listens on 127.0.0.1:6817 and node i's slurmd on 127.0.0.1:6818+i; every node is
-this host (`NodeHostname=vm`), so only one cluster can run at a time. munged must already be
-running (tools/setup-host.sh starts it).
+slurmctld listens on 127.0.0.1:ctld_port (6817) and node i's slurmd on ctld_port+1+i; every
+node is this host (`NodeHostname=` its short name), so clusters beside each other need their
+own ports. munged must already be running (tools/setup-host.sh starts it).
 
 Found on this host (Debian 12, slurm 22.05.8), beyond docs/the Slurm reference:
 
@@ -37,6 +37,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ from pathlib import Path
 
 SBIN = Path("/usr/sbin")
 CTLD_PORT, SLURMD_PORT = 6817, 6818
+HOST = socket.gethostname().split(".")[0]  # slurmctld and every slurmd run here
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -173,7 +175,7 @@ class SlurmCluster:
         r = self.root
         s = {
             "ClusterName": "vtest",
-            "SlurmctldHost": "vm(127.0.0.1)",
+            "SlurmctldHost": f"{HOST}(127.0.0.1)",
             "SlurmUser": "slurm",
             "AuthType": "auth/munge",
             "CredType": "cred/munge",
@@ -224,7 +226,7 @@ class SlurmCluster:
         lines = [f"{k}={v}" for k, v in settings.items()] + tail
         for i, node in enumerate(self.nodes):
             lines.append(
-                f"NodeName={node} NodeHostname=vm NodeAddr=127.0.0.1 Port={self.ctld_port + 1 + i} "
+                f"NodeName={node} NodeHostname={HOST} NodeAddr=127.0.0.1 Port={self.ctld_port + 1 + i} "
                 # RealMemory: slurmctld checks a job's --mem against it even when memory is not a
                 # consumable resource; its default (1 MB) would refuse every VM job.
                 f"CPUs={self.cpus_per_node} RealMemory={self.real_memory_mib} State=UNKNOWN"
