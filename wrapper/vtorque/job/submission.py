@@ -110,7 +110,7 @@ def queue_job(config, *, content, wrapper_name, wrapper_body, request, asked, ba
         print(f"{batch.tool}: {failed}; nothing was submitted", file=sys.stderr)
         return done.returncode
     held = batch.submitted(done.stdout)
-    _publish_and_release(config, staging, batch, held, request=request, asked=asked, argv=argv)
+    publish_and_release(config, staging, batch, held, request=request, asked=asked, argv=argv)
     sys.stdout.buffer.write(held.output)
     return 0
 
@@ -139,7 +139,7 @@ def _submit_staged(staging, batch, content, wrapper_name, wrapper_body):
         raise
 
 
-def _publish_and_release(config, staging, batch, held, *, request, asked, argv):
+def publish_and_release(config, staging, batch, held, *, request, asked, argv):
     """Rename `staging` to the job id, write request.json, release the job; on any failure
     delete the job (the user sees why) and remove its spool directory."""
     import subprocess

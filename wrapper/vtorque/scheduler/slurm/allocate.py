@@ -27,20 +27,9 @@ salloc. Commands in other VMs: `vtorque ssh JOBID VM -- COMMAND`.
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv in (["--help"], ["--usage"]):
-        sys.stdout.write(HELP)
-        return 0
-    from vtorque.errors import VTorqueError
+    from vtorque.scheduler.slurm.submit import command_line
 
-    try:
-        return _allocate(argv)
-    except VTorqueError as err:
-        from vtorque.scheduler.slurm.submit import in_slurm_words
-
-        print(f"{TOOL}: {in_slurm_words(err)}", file=sys.stderr)
-        print(f"{TOOL}: nothing was allocated", file=sys.stderr)
-        return err.exit_code
+    return command_line(argv, TOOL, HELP, _allocate, "nothing was allocated")
 
 
 def _allocate(argv):
@@ -108,11 +97,11 @@ def _publish(config, staging, held, request, asked, argv, child):
     """The spool dir and release for the held allocation; on failure it is cancelled (salloc
     then ends) and the user reads why."""
     from vtorque.errors import SubmitError
-    from vtorque.job.submission import BatchSystem, _publish_and_release
+    from vtorque.job.submission import BatchSystem, publish_and_release
     from vtorque.scheduler.slurm.adapter import Adapter
 
     batch = BatchSystem(TOOL, "salloc", "scontrol release", "scancel", argv, (), None, Adapter.check_job_id)
     try:
-        _publish_and_release(config, staging, batch, held, request=request, asked=asked, argv=argv)
+        publish_and_release(config, staging, batch, held, request=request, asked=asked, argv=argv)
     except SubmitError as err:
         print(f"{TOOL}: {err}", file=sys.stderr)

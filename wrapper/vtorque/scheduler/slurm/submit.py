@@ -74,17 +74,23 @@ UNSUPPORTED = {
 
 
 def main(argv=None):
+    return command_line(argv, TOOL, HELP, _submit, "nothing was submitted")
+
+
+def command_line(argv, tool, help_text, action, nothing_done):
+    """A Slurm submit command (vsbatch, vsalloc): --help, or `action(argv)`; an error is
+    printed in Slurm's spelling with what did not happen, and is the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv in (["--help"], ["--usage"]):
-        sys.stdout.write(HELP)
+        sys.stdout.write(help_text)
         return 0
     from vtorque.errors import VTorqueError
 
     try:
-        return _submit(argv)
+        return action(argv)
     except VTorqueError as err:
-        print(f"{TOOL}: {in_slurm_words(err)}", file=sys.stderr)
-        print(f"{TOOL}: nothing was submitted", file=sys.stderr)
+        print(f"{tool}: {in_slurm_words(err)}", file=sys.stderr)
+        print(f"{tool}: {nothing_done}", file=sys.stderr)
         return err.exit_code
 
 
