@@ -110,3 +110,33 @@ def test_user_strings_in_the_job_variables_are_never_templated(tmp_path):
     assert run.status == "successful"
     assert not marker.exists(), "a user's string was templated as root"
     assert json.loads((tmp_path / "seen.json").read_text()) == variables["vtorque"]["vms"][0]
+
+
+def test_device_features_and_a_site_fragment_through_the_action_plugin(tmp_path):
+    fragment = tmp_path / "watchdog.xml.j2"
+    fragment.write_text("<watchdog model='i6300esb' action='reset'/><!-- {{ name }} -->\n")
+    args = {
+        "uri": "test:///default",
+        "name": "vt-2.h-n1-0",
+        "state": "present",
+        "virt_type": "qemu",
+        "job": {"id": "2.h", "node": "n1", "index": 0},
+        "memory_mib": 128,
+        "disks": [{"path": "/j/vm.qcow2"}],
+        "iothreads": {"count": 1, "cpuset": "1"},
+        "emulator_cpuset": "1",
+        "shmem": [{"name": naming.shmem_name("2.h"), "size_mib": 4}],
+        "fragments": [{"name": "watchdog", "template": str(fragment)}],
+    }
+    run, results, _ = run_playbook(tmp_path, [{"mikelangelo.vtorque.vm_domain": args, "diff": True}])
+    assert run.status == "successful", [r.get("res") for r in results]
+    after = results[0]["res"]["diff"]["after"]
+    for piece in (
+        "<watchdog model='i6300esb' action='reset'",
+        "<iothreads>1</iothreads>",
+        "<shmem name='vt-2.h-unclot'>",
+    ):
+        assert piece in after, piece
+    fragment.unlink()
+    run, results, _ = run_playbook(tmp_path, [{"mikelangelo.vtorque.vm_domain": args}])
+    assert run.status == "failed" and "watchdog.xml.j2" in results[0]["res"]["msg"]

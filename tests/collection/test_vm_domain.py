@@ -2,8 +2,12 @@
 
 import libvirt
 import pytest
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import InvalidSpec
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import hugepages, naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import (
+    InvalidSpec,
+    Unavailable,
+    VTorqueModuleError,
+)
 from module_calls import TEST_URI, domain_args, run_module
 
 
@@ -106,6 +110,18 @@ def test_values_are_xml_escaped_and_extra_devices_kept(test_conn, job):
     run_module("vm_domain", {"name": real["name"], "state": "absent", "uri": TEST_URI})
 
 
+def test_the_serial_port_is_a_pty_logged_to_serial_log(test_conn, job):
+    """Root attaches with `virsh console`; the log (appended to across restarts) keeps it all."""
+    args = domain_args(state="running", **spec(job))
+    real = run_module("vm_domain", args)
+    xml = test_conn.lookupByName(real["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<serial type='pty'>" in xml
+    assert "<log file='/var/lib/vtorque/jobs/x/serial.log' append='on'/>" in xml
+    assert "<console type='pty'>" in xml  # libvirt's, for `virsh console`
+    assert run_module("vm_domain", args)["changed"] is False
+    run_module("vm_domain", {"name": real["name"], "state": "absent", "uri": TEST_URI})
+
+
 def test_site_template_override(tmp_path, test_conn, job):
     template = tmp_path / "site.xml.j2"
     template.write_text(
@@ -160,3 +176,131 @@ def test_failures_name_the_domain(test_conn, job):
         and "read definition on domain {}".format(args["name"]) in bad_uri["msg"]
     )
     run_module("vm_domain", {"name": args["name"], "state": "absent", "uri": TEST_URI})
+
+
+FEATURES = dict(
+    vcpus=2,
+    cpu_pinning=[{"vcpu": 0, "cpuset": "0"}, {"vcpu": 1, "cpuset": "0"}],
+    iothreads={"count": 2, "cpuset": "1"},
+    emulator_cpuset="1",
+    hugepages=True,
+    shmem=[{"name": "vt-featjob-unclot", "size_mib": 64}],
+    hostdevs=[{"address": "0000:3B:00.1"}],
+)
+
+
+def test_device_features_are_defined_and_idempotent(test_conn, job):
+    args = domain_args(
+        state="present", **spec(job, disks=[{"path": "/j/a.qcow2"}, {"path": "/j/b.qcow2"}], **FEATURES)
+    )
+    _, real, _ = trio(args)
+    xml = test_conn.lookupByName(real["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    for piece in (
+        "<iothreads>2</iothreads>",
+        "<emulatorpin cpuset='1'/>",
+        "<iothreadpin iothread='1' cpuset='1'/>",
+        "<iothreadpin iothread='2' cpuset='1'/>",
+        "<hugepages/>",
+        "<shmem name='vt-featjob-unclot'>",
+        "<model type='ivshmem-plain'/>",
+        "<size unit='M'>64</size>",
+        "<hostdev mode='subsystem' type='pci' managed='yes'>",
+        "<address domain='0x0000' bus='0x3b' slot='0x00' function='0x1'/>",
+    ):
+        assert piece in xml, piece
+    drivers = [line.strip() for line in xml.splitlines() if "<driver name='qemu'" in line]
+    assert drivers[0].endswith("iothread='1'/>") and drivers[1].endswith("iothread='2'/>")
+    assert "iothread" not in drivers[2], "the read-only seed gets no I/O thread"
+    for dropped in ("hugepages", "iothreads", "shmem", "hostdevs", "emulator_cpuset"):
+        fewer = domain_args(
+            state="present",
+            **spec(job, **{key: value for key, value in FEATURES.items() if key != dropped}),
+        )
+        assert run_module("vm_domain", fewer, check=True)["changed"], f"dropping {dropped} is a change"
+    run_module("vm_domain", {"name": real["name"], "state": "absent", "uri": TEST_URI})
+
+
+def test_site_fragment_is_rendered_into_devices(tmp_path, test_conn, job):
+    fragment = tmp_path / "watchdog.xml.j2"
+    fragment.write_text(
+        "<watchdog model='i6300esb' action='{{ \"reset\" if vcpus > 1 else \"poweroff\" }}'/>\n"
+    )
+    args = domain_args(
+        state="present", **spec(job, fragments=[{"name": "watchdog", "template": str(fragment)}])
+    )
+    real = run_module("vm_domain", args)
+    xml = test_conn.lookupByName(real["name"]).XMLDesc(0)
+    assert "<watchdog model='i6300esb' action='poweroff'/>" in xml
+    assert run_module("vm_domain", args)["changed"] is False
+    run_module("vm_domain", {"name": real["name"], "state": "absent", "uri": TEST_URI})
+    fragment.write_text("<watchdog")
+    with pytest.raises(
+        VTorqueModuleError, match=r"fragments\[0\] \(watchdog\).*does not render device elements"
+    ):
+        domain_args(state="present", **spec(job, fragments=[{"name": "watchdog", "template": str(fragment)}]))
+
+
+def test_override_that_leaves_a_feature_out_fails(tmp_path, job):
+    template = tmp_path / "site.xml.j2"
+    template.write_text(
+        "<domain type='{{ virt_type }}'><name>{{ name }}</name><uuid>{{ uuid }}</uuid>"
+        "<memory unit='MiB'>{{ memory_mib }}</memory><os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    with pytest.raises(
+        InvalidSpec, match=r"does not render <memoryBacking><hugepages/> \(option hugepages\)"
+    ):
+        domain_args(state="present", template=str(template), **spec(job, hugepages=True))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(iothreads={"count": 0}), "iothreads.count must be 1-64, got 0"),
+        (dict(iothreads={"count": 1, "cpuset": "one"}), "iothreads.cpuset 'one' is not a libvirt cpuset"),
+        (dict(emulator_cpuset="1;2"), "emulator_cpuset '1;2' is not a libvirt cpuset"),
+        (dict(shmem=[{"name": "../x", "size_mib": 4}]), "shmem[0]: name '../x' must be"),
+        (dict(shmem=[{"name": "x", "size_mib": 3}]), "shmem[0]: size_mib must be a power of two"),
+        (dict(hostdevs=[{"address": "3b:00.1"}]), "hostdevs[0]: address '3b:00.1' is not a PCI address"),
+        (
+            dict(hostdevs=[{"address": "0000:3b:00.1"}, {"address": "0000:3B:00.1"}]),
+            "hostdevs[1]: address 0000:3b:00.1 is given twice",
+        ),
+        (
+            dict(fragments=[{"name": "Bad-Name", "template": "/x.j2"}]),
+            "fragments[0]: name 'Bad-Name' must be",
+        ),
+    ],
+)
+def test_bad_feature_options_name_the_key(job, options, message):
+    with pytest.raises(InvalidSpec) as caught:
+        domain_args(state="present", **spec(job, **options))
+    assert message in caught.value.msg
+
+
+def test_hugepages_check_reads_the_node_pools(tmp_path):
+    for size, free in ((2048, 0), (1048576, 0)):
+        pool = tmp_path / f"hugepages-{size}kB"
+        pool.mkdir()
+        (pool / "free_hugepages").write_text(f"{free}\n")
+    with pytest.raises(Unavailable, match="this node has none configured"):
+        hugepages.check(256 * 1024, "vt-x", root=str(tmp_path))
+    (tmp_path / "hugepages-2048kB" / "free_hugepages").write_text("64\n")
+    with pytest.raises(
+        Unavailable, match="needs 256 MiB of huge pages but this node has at most 128 MiB free"
+    ):
+        hugepages.check(256 * 1024, "vt-x", root=str(tmp_path))
+    hugepages.check(128 * 1024, "vt-x", root=str(tmp_path))
+    with pytest.raises(Unavailable, match="no huge page support"):
+        hugepages.check(1024, "vt-x", root=str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(
+    any(free >= 256 * 1024 for free in hugepages.free_kib().values()), reason="this host has huge pages free"
+)
+def test_running_with_hugepages_is_refused_on_a_node_without_them_and_changes_nothing(test_conn, job):
+    args = domain_args(state="running", **spec(job, hugepages=True))
+    refused = run_module("vm_domain", args)
+    assert (
+        refused["failed"] and refused["reason"] == "unavailable" and "asks for huge pages" in refused["msg"]
+    )
+    assert args["name"] not in [d.name() for d in test_conn.listAllDomains()]

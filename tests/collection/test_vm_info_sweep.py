@@ -145,3 +145,25 @@ def test_sweep_unmounts_a_ramdisk_jobs_tmpfs_before_removing_its_directory(tmp_p
     finally:
         if os.path.ismount(ram):
             subprocess.run(["umount", str(ram)], check=False)
+
+
+def test_sweep_removes_the_jobs_shared_memory_and_leftovers_of_dead_jobs(tmp_path, job):
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep_jobs
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    for job_id in (job["id"], "live1", "dead2"):
+        (shm / naming.shmem_name(job_id)).write_bytes(b"region")
+    (shm / "vt-other-file").write_bytes(b"not ours")
+    (shm / naming.shmem_name("linked3")).symlink_to(shm / "vt-other-file")
+    state = str(tmp_path / "state")
+    check = sweep_jobs(uri=TEST_URI, state_dir=state, job_id=job["id"], shm_dir=str(shm), check_mode=True)
+    assert check["shared_memory"] == [str(shm / naming.shmem_name(job["id"]))] and check["changed"]
+    assert (shm / naming.shmem_name(job["id"])).exists()
+    sweep_jobs(uri=TEST_URI, state_dir=state, job_id=job["id"], shm_dir=str(shm))
+    assert not (shm / naming.shmem_name(job["id"])).exists()
+    orphans = sweep_jobs(uri=TEST_URI, state_dir=state, live_jobs=["live1"], shm_dir=str(shm))
+    assert orphans["shared_memory"] == [str(shm / naming.shmem_name("dead2"))]
+    assert sorted(os.listdir(shm)) == sorted(
+        [naming.shmem_name("linked3"), naming.shmem_name("live1"), "vt-other-file"]
+    )

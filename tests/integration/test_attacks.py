@@ -12,10 +12,13 @@ import contextlib
 import io
 import json
 import os
+import pty
 import pwd
 import random
 import re
+import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -236,10 +239,14 @@ def other_user():
     try:
         pwd.getpwnam(OTHER)
     except KeyError:
-        subprocess.run(["groupadd", "-g", str(OTHER_UID), OTHER], check=True)
-        subprocess.run(
-            ["useradd", "-m", "-u", str(OTHER_UID), "-g", OTHER, "-s", "/bin/sh", OTHER], check=True
-        )
+        held = [
+            subprocess.run(["getent", db, str(OTHER_UID)], capture_output=True, check=False)
+            for db in ("passwd", "group")
+        ]
+        free = all(done.returncode != 0 for done in held)  # another session's user may hold the id
+        fixed = ["-u", str(OTHER_UID)] if free else []
+        subprocess.run(["groupadd", *(["-g", str(OTHER_UID)] if free else []), OTHER], check=True)
+        subprocess.run(["useradd", "-m", *fixed, "-g", OTHER, "-s", "/bin/sh", OTHER], check=True)
     yield OTHER
     subprocess.run(["userdel", "-r", OTHER], capture_output=True, check=False)
     subprocess.run(["groupdel", OTHER], capture_output=True, check=False)
@@ -578,7 +585,7 @@ def test_the_other_user_cannot_reach_the_first_users_job(pair):
         attempt = ssh(their_vm, login, "id")
         assert attempt.returncode == 255 and "Permission denied" in attempt.stderr, (login, attempt)
     control = ssh(my_vm, OTHER, "id -u")
-    assert (control.returncode, control.stdout.strip()) == (0, str(OTHER_UID)), control
+    assert (control.returncode, control.stdout.strip()) == (0, str(pwd.getpwnam(OTHER).pw_uid)), control
 
 
 def test_the_other_user_cannot_read_the_first_users_vm_files_or_script(pair):
@@ -621,7 +628,8 @@ def test_the_other_user_cannot_read_the_first_users_job_files(pair):
     assert not_mine.returncode == 1 and "is another user's" in not_mine.stderr and not_mine.stdout == ""
 
 
-def vtorque_ssh(pair, user, *args):
+def vtorque_as(pair, user, *args, run=subprocess.run, **kwargs):
+    """`vtorque ARGS...` as `user` on the pair's site (`run=subprocess.Popen` to keep it going)."""
     vtorque = str(Path(sys.executable).parent / "vtorque")
     entry = pwd.getpwnam(user)
     env = {
@@ -630,18 +638,23 @@ def vtorque_ssh(pair, user, *args):
         "USER": user,
         "VTORQUE_CONFIG": str(pair.site.config),
     }
-    return subprocess.run(
-        [vtorque, "ssh", *args],
-        capture_output=True,
-        text=True,
+    return run(
+        [vtorque, *args],
         env=env,
         user=entry.pw_uid,
         group=entry.pw_gid,
         extra_groups=[],
         stdin=subprocess.DEVNULL,
-        check=False,
-        timeout=60,
+        **kwargs,
     )
+
+
+def vtorque_ssh(pair, user, *args):
+    return vtorque_as(pair, user, "ssh", *args, capture_output=True, text=True, check=False, timeout=60)
+
+
+def vtorque_console(pair, user, *args):
+    return vtorque_as(pair, user, "console", *args, capture_output=True, text=True, check=False, timeout=60)
 
 
 def test_vtorque_ssh_lets_the_owner_into_their_vm_and_no_one_else(pair):
@@ -657,6 +670,71 @@ def test_vtorque_ssh_lets_the_owner_into_their_vm_and_no_one_else(pair):
     assert (own.returncode, own.stdout) == (0, f"{OTHER}\n"), own
     unknown = vtorque_ssh(pair, USER, mine.job_id, "vm5", "--", "true")
     assert unknown.returncode == 1 and "has no VM 'vm5'" in unknown.stderr, unknown
+
+
+def test_vtorque_console_shows_the_owner_the_boot_and_no_one_else(pair):
+    """The owner reads the log through an ACL on root's file (which stays root's, in root's job
+    dir, which the owner cannot list); the other user gets a refusal and nothing else."""
+    mine, theirs = pair.jobs[USER], pair.jobs[OTHER]
+    log = pair.job_path(USER, "-serial.log")
+    info = log.stat()
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o640)  # 0600 + u:vtuser:r (the mask)
+    listing = as_user(USER, ["ls", str(log.parent)])
+    assert listing.returncode != 0 and "Permission denied" in listing.stderr
+    own = vtorque_console(pair, USER, mine.job_id)
+    assert own.returncode == 0 and "VTORQUE-GUEST-READY" in own.stdout, own
+    refused = vtorque_console(pair, OTHER, mine.job_id)
+    assert (refused.returncode, refused.stdout) == (1, ""), refused
+    assert f"job {mine.job_id} is another user's: only its owner (and root) may read" in refused.stderr
+    control = vtorque_console(pair, OTHER, theirs.job_id, "vm0")
+    assert control.returncode == 0 and "VTORQUE-GUEST-READY" in control.stdout, control
+    attach = vtorque_console(pair, USER, "--attach", mine.job_id)
+    assert attach.returncode == 1 and "--attach is root's only" in attach.stderr, attach
+
+
+def test_root_attaches_read_write_and_the_owner_follows_what_the_guest_prints(pair):
+    """Root types into the guest's serial shell (the tiny guest has one) through `vtorque console
+    --attach` (virsh console, in a pty); the owner's `--follow`, started before, prints the
+    guest's answer, and Ctrl-C ends it without a traceback."""
+    mine = pair.jobs[USER]
+    follow = vtorque_as(
+        pair, USER, "console", "--follow", mine.job_id, run=subprocess.Popen,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    master, slave = pty.openpty()
+    attach = subprocess.Popen(
+        [str(Path(sys.executable).parent / "vtorque"), "console", "--attach", mine.job_id],
+        env={"PATH": os.environ["PATH"], "VTORQUE_CONFIG": str(pair.site.config), "TERM": "dumb"},
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+
+    def read_until(wanted, timeout=30):
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while wanted not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 4096)
+        return wanted in seen
+
+    try:
+        assert read_until(b"Connected to domain"), seen
+        time.sleep(0.5)
+        os.write(master, b"echo vtattach-$((6*7))\r")
+        assert read_until(b"vtattach-42"), seen
+        os.write(master, b"\x1d")  # Ctrl-]: virsh detaches
+        assert attach.wait(timeout=15) == 0, seen
+        time.sleep(2)  # --follow polls the log
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=15)
+    finally:
+        for child in (attach, follow):
+            child.kill()
+            child.wait()
+        os.close(master)
+    assert b"VTORQUE-GUEST-READY" in out and b"vtattach-42" in out, out[-2000:]
+    assert follow.returncode == 130 and b"Traceback" not in err, err
 
 
 def test_no_key_is_left_after_the_epilogues_and_none_in_records_or_logs(pair):
@@ -684,6 +762,15 @@ def test_vtorque_ssh_refuses_a_job_that_ended(pair):
     assert (
         after.returncode == 1 and f"job {mine.job_id} is not running (its state is ended)" in after.stderr
     ), after
+
+
+def test_vtorque_console_refuses_a_job_that_ended(pair):
+    pair.end()
+    mine = pair.jobs[USER]
+    for user in (USER, "root"):
+        after = vtorque_console(pair, user, mine.job_id)
+        assert after.returncode == 1 and after.stdout == "", after
+        assert f"job {mine.job_id} is not running (its state is ended)" in after.stderr, after
 
 
 @pytest.fixture(scope="module")

@@ -134,17 +134,42 @@ def test_no_image_and_no_default_is_an_error_listing_images():
     assert "tiny" in str(err.value)
 
 
+VRDMA_SITE = "defaults: {img: tiny}\npolicy: {vrdma: true}\nvrdma: {devices: {n1: ['0000:3b:00.1']}}"
+
+
 def test_switches_need_the_site_policy():
     with pytest.raises(RequestError, match="policy.vrdma: false"):
         resolve("vrdma=yes")
-    assert resolve("vrdma=yes", "defaults: {img: tiny}\npolicy: {vrdma: true}").vrdma
+    assert resolve("vrdma=yes", VRDMA_SITE).vrdma
+    with pytest.raises(
+        RequestError, match=r"-vm hugepages=on: hugepages is disabled on this site \(policy.hugepages"
+    ):
+        resolve("hugepages=on")
+    assert resolve("hugepages=on", "defaults: {img: tiny}\npolicy: {hugepages: true}").hugepages
 
 
-def test_unclot_only_for_osv():
+def test_unclot_for_any_guest_with_a_power_of_two_region():
     config = "defaults: {img: tiny}\npolicy: {unclot: true}"
-    with pytest.raises(RequestError, match="only for OSv"):
-        resolve("unclot=on", config)
+    assert resolve("unclot=on", config).unclot  # a Linux guest maps the BAR (no longer OSv only)
     assert resolve("img=osv1,unclot=on,unclot_shmem=2G", config).unclot_shmem_mib == 2048
+    with pytest.raises(RequestError, match=r"-vm unclot_shmem=3M: 3 MiB is not a power of two"):
+        resolve("unclot=on,unclot_shmem=3M", config)
+
+
+def test_fragments_are_the_sites_always_ones_then_those_asked_for():
+    site = (
+        "defaults: {img: tiny}\nfragments:\n  audit: {template: /etc/vtorque/audit.j2, always: true}\n"
+        "  watchdog: {template: /etc/vtorque/wd.j2}\n  rng: {template: /etc/vtorque/rng.j2}"
+    )
+    assert resolve("", site).fragments == ("audit",)
+    request = resolve("fragments=rng+watchdog+audit", site)
+    assert request.fragments == ("audit", "rng", "watchdog")
+    assert request.as_options()["fragments"] == "audit+rng+watchdog"
+    with pytest.raises(RequestError, match=r"-vm fragments=gpu: no site fragment named 'gpu'") as err:
+        resolve("fragments=gpu", site)
+    assert "audit, watchdog, rng" in str(err.value)
+    with pytest.raises(RequestError, match="this site defines no fragments"):
+        resolve("fragments=gpu")
 
 
 def test_iocm_cores_add_to_ppn_and_must_be_ordered():
@@ -214,7 +239,10 @@ def test_as_options_round_trips_through_the_parser(vcpus, ram, vms, pinning, fs_
     )
 )
 def test_any_request_either_resolves_within_limits_or_is_a_request_error(values):
-    config = parse_config("defaults: {img: tiny}\npolicy: {iocm: true, vrdma: true, unclot: true}")
+    config = parse_config(
+        "defaults: {img: tiny}\npolicy: {iocm: true, vrdma: true, unclot: true, hugepages: true}\n"
+        "vrdma: {devices: {n1: ['0000:3b:00.1']}}"
+    )
     options = {key: (value, "command line") for key, value in values.items()}
     try:
         request = resolve_request(options, config, owner_uid=0, cwd="/nonexistent", catalog=CATALOG)

@@ -19,6 +19,7 @@ COMMANDS = {
     ),
     "jobs": ("vtorque.cli.jobs", "show what vTorque knows about a job"),
     "ssh": ("vtorque.cli.ssh", "a shell or a command in a VM of your running job"),
+    "console": ("vtorque.cli.console", "the serial console of a VM of your running job"),
     "sweep": ("vtorque.cli.sweep", "remove VMs and files of jobs that are no longer running (root)"),
     "job-run": ("vtorque.runtime.job_run", "run the job in its VMs (called by the job wrapper)"),
 }

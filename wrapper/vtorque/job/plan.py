@@ -59,7 +59,10 @@ class VMPlan:
     serial_log: str
     data_disk: str | None  # an empty disk of the request's `disk` size, mounted at DATA_MOUNT
     data_disk_mib: int | None
-    cpu_pinning: tuple  # ((vcpu, host core), ...) with vcpu_pinning, else ()
+    cpu_pinning: tuple  # ((vcpu, host core or cpuset), ...) with vcpu_pinning or iocm, else ()
+    iothreads: int = 0  # iocm: the VM's I/O threads (iocm_min_cores)
+    io_cpuset: str | None = None  # iocm: the node's I/O cores, for I/O and emulator threads
+    hostdevs: tuple = ()  # vrdma: PCI addresses claimed for this VM on its node (job/devices.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class JobPlan:
     mounts: tuple  # (tag, path on host = path in guest, mount source, type)
     ramdisk: str | None  # fs_type=ramdisk: the tmpfs in the job dir that holds the VMs' disks
     guest_nodefile: str  # where the job's node file (the VMs) is inside the guests
+    hugepages: bool = False
+    shmem: tuple = ()  # unclot: ((region name, MiB),), one region per node shared by its VMs
+    fragments: tuple = ()  # ((name, template path), ...): the site fragments every VM gets
+    vrdma: bool = False  # every VM gets one device of its node's vrdma.devices (claimed at start)
 
     @property
     def rank0(self):
@@ -112,11 +119,14 @@ def make_plan(job, request, config, owner):
         raise PlanError(f"job {job.job_id} has no nodes (empty node file)")
     network = config.network
     check_network_fits(network.mode, len(nodes), request.vms_per_node)
-    if request.vcpu_pinning and not config.policy.exclusive_node_alloc:
-        raise PlanError(
-            "vcpu_pinning pins vCPUs to fixed host cores, which needs whole nodes"
-            " (policy.exclusive_node_alloc: false here, so other jobs may use those cores)"
-        )
+    for key in ("vcpu_pinning", "iocm"):
+        if getattr(request, key) and not config.policy.exclusive_node_alloc:
+            raise PlanError(
+                f"{key} pins vCPUs to fixed host cores, which needs whole nodes"
+                " (policy.exclusive_node_alloc: false here, so other jobs may use those cores)"
+            )
+    if request.vrdma:
+        _check_devices(nodes, request, config)
     vms, rank = [], 0
     for node in nodes:
         addresses = _node_addresses(network, node, request.vms_per_node)
@@ -148,7 +158,28 @@ def make_plan(job, request, config, owner):
         mounts=_mounts(config, owner, workdir),
         ramdisk=_ramdisk(job.job_id, request, config),
         guest_nodefile=scheduler.for_config(config).guest_nodefile(job.job_id),
+        hugepages=request.hugepages,
+        shmem=((naming.shmem_name(job.job_id), request.unclot_shmem_mib),) if request.unclot else (),
+        fragments=tuple((name, config.fragments[name].template) for name in request.fragments),
+        vrdma=request.vrdma,
     )
+
+
+def _check_devices(nodes, request, config):
+    """Every node lists a device for each of its VMs; claims are node-local (job/devices.py), so
+    the node that claims must be the node that starts its VMs."""
+    if len(nodes) > 1 and not scheduler.for_config(config).per_node:
+        raise PlanError(
+            f"vrdma on {len(nodes)} nodes: devices are claimed on the node that starts the VMs, and on"
+            f" {config.scheduler} the first node starts every node's VMs; a vrdma job runs on one node here"
+        )
+    for node in nodes:
+        have = len(config.vrdma.devices.get(node, ()))
+        if have < request.vms_per_node:
+            raise PlanError(
+                f"vrdma: node {node} has {have} devices in vrdma.devices; the job needs one per VM"
+                f" ({request.vms_per_node})"
+            )
 
 
 def _ramdisk(job_id, request, config):
@@ -201,7 +232,7 @@ def _vm(job_id, node, index, rank, request, config, addresses):
         serial_log=identity.serial_log_path,
         data_disk=_on_ramdisk(identity.data_disk_path, request) if request.disk_mib else None,
         data_disk_mib=request.disk_mib,
-        cpu_pinning=_pinning(index, request.vcpus, config.host_reserve.cores) if request.vcpu_pinning else (),
+        **_cores(index, request, config),
     )
 
 
@@ -229,6 +260,28 @@ def _pinning(index, vcpus, reserved):
     VM's vCPUs take the next cores in order, one core per vCPU."""
     first = reserved + index * vcpus
     return tuple((vcpu, first + vcpu) for vcpu in range(vcpus))
+
+
+def _span(first, count):
+    return str(first) if count == 1 else f"{first}-{first + count - 1}"
+
+
+def _cores(index, request, config):
+    """Host cores of one VM on a whole node: `host_reserve.cores` stay the host's, then come the
+    node's VMs' vCPUs, then (iocm) the `iocm_max_cores` I/O cores. With iocm the VM's
+    `iocm_min_cores` I/O threads and QEMU's emulator threads run on the I/O cores only, and its
+    vCPUs on the vCPU cores only (each on its own with vcpu_pinning)."""
+    reserved, vcpus = config.host_reserve.cores, request.vcpus
+    pinning = _pinning(index, vcpus, reserved) if request.vcpu_pinning else ()
+    if not request.iocm:
+        return {"cpu_pinning": pinning}
+    vcpu_cores = _span(reserved, vcpus * request.vms_per_node)
+    io_first = reserved + vcpus * request.vms_per_node
+    return {
+        "cpu_pinning": pinning or tuple((vcpu, vcpu_cores) for vcpu in range(vcpus)),
+        "iothreads": request.iocm_min_cores,
+        "io_cpuset": _span(io_first, request.iocm_max_cores),
+    }
 
 
 def _mounts(config, owner, workdir):

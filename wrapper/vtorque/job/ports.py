@@ -36,14 +36,18 @@ def claim_ports(plan, base):
 def release_ports(state_dir, job_dir=None):
     """Remove the claims that point at `job_dir`, or with no `job_dir` every dead claim (they
     are free once their job dir is gone; this only tidies)."""
-    claims = os.path.join(state_dir, "ports")
+    release_claims(os.path.join(state_dir, "ports"), job_dir)
+
+
+def release_claims(claims, job_dir=None):
+    """release_ports for any directory of claims (ports, devices)."""
     try:
         names = os.listdir(claims)
     except FileNotFoundError:
         return
     for name in names:
         link = os.path.join(claims, name)
-        target = _target(link)
+        target = claim_target(link)
         if target is not None and (target == job_dir if job_dir else not os.path.exists(link)):
             os.unlink(link)
 
@@ -53,7 +57,7 @@ def _claim(claims, job_dir, port, base, mine):
         if candidate in mine:
             continue
         link = os.path.join(claims, str(candidate))
-        target = _target(link)
+        target = claim_target(link)
         if target is None and not os.path.lexists(link):  # free
             os.symlink(job_dir, link)
         elif target is not None and target != job_dir and not os.path.exists(link):  # a dead job's
@@ -66,7 +70,8 @@ def _claim(claims, job_dir, port, base, mine):
     raise PlanError(f"no free SSH forward port left in {base}..{base + SSH_PORT_SPAN - 1} on this node")
 
 
-def _target(link):
+def claim_target(link):
+    """The job dir a claim points at, or None."""
     try:
         return os.readlink(link)
     except OSError:  # no such entry, or not a link

@@ -15,6 +15,7 @@ LAYOUT = {
     "records": 0o711,
     "records/owner": 0o711,  # the owners' copies of their records
     "ports": 0o700,  # user-mode port claims
+    "devices": 0o700,  # -vm vrdma device claims
     "runner": 0o700,  # ansible-runner's scratch for teardowns
 }
 JOB_DIR_MODE = 0o711  # the owner opens its key and vms.json by name

@@ -28,7 +28,11 @@ VM_KEYS_HELP = """\
   vm_prologue=FILE    executable run in the rank-0 VM before the job script
   vm_epilogue=FILE    executable run in the rank-0 VM after the job script
   metadata=FILE       extra cloud-config (YAML mapping) for the guests
-  vrdma=BOOL  unclot=BOOL  unclot_shmem=SIZE  iocm=BOOL  iocm_min_cores=N  iocm_max_cores=N
+  iocm=BOOL  iocm_min_cores=N  iocm_max_cores=N   dedicated host cores for I/O and emulator threads
+  hugepages=BOOL      guest memory on the node's huge pages
+  unclot=BOOL  unclot_shmem=SIZE   a shared-memory region (ivshmem) for the job's VMs on a node
+  vrdma=BOOL          a PCI device (RDMA, accelerator) of the node's pool for each VM (VFIO)
+  fragments=A[+B...]  the site's own device fragments (vtorque config show)
 BOOL is true/false, yes/no, on/off, enabled/disabled (0 and 1 are refused: ambiguous).
 """
 
@@ -101,8 +105,8 @@ def queue_job(config, *, content, wrapper_name, wrapper_body, request, asked, ba
     leaves nothing and passes its exit code on; a failure after it deletes the job again."""
     from vtorque.job import spool
 
-    staging = spool.create_staging(config.spool_dir)
-    argv, done = _submit_staged(staging, batch, content, wrapper_name, wrapper_body)
+    staging, wrapper = stage_job(config, content, wrapper_name, wrapper_body)
+    argv, done = _submit_staged(staging, batch, wrapper)
     if done.returncode != 0:
         spool.remove(staging)
         sys.stdout.buffer.write(done.stdout)
@@ -115,25 +119,42 @@ def queue_job(config, *, content, wrapper_name, wrapper_body, request, asked, ba
     return 0
 
 
-def _submit_staged(staging, batch, content, wrapper_name, wrapper_body):
-    """Write job.sh and the wrapper into `staging` and run the held submission of the wrapper;
-    (argv as run, completed process). Any failure here removes `staging`."""
-    import subprocess
-
+def stage_job(config, content, wrapper_name, wrapper_body):
+    """A staging directory in the spool with job.sh = `content` and wrapper/`wrapper_name`;
+    (staging dir, the wrapper's path). Nothing is left when this fails."""
     from vtorque.errors import SubmitError
     from vtorque.job import spool
 
+    staging = spool.create_staging(config.spool_dir)
     try:
         spool.write_new_file(os.path.join(staging, "job.sh"), content, 0o700)
         os.mkdir(os.path.join(staging, "wrapper"))
         os.chmod(os.path.join(staging, "wrapper"), 0o755)  # noqa: S103 - whatever the user's umask
         wrapper = os.path.join(staging, "wrapper", wrapper_name)
         spool.write_new_file(wrapper, wrapper_body, 0o755)
-        argv = [*batch.submit_argv, wrapper, *batch.script_args]
-        return argv, subprocess.run(argv, stdout=subprocess.PIPE, check=False)
+        return staging, wrapper
     except OSError as err:
         spool.remove(staging)
         raise SubmitError(f"cannot prepare the job in {staging}: {err}") from None
+    except BaseException:
+        spool.remove(staging)
+        raise
+
+
+def _submit_staged(staging, batch, wrapper):
+    """Run the held submission of `wrapper`: (argv as run, completed process). A failure to
+    run it removes `staging`."""
+    import subprocess
+
+    from vtorque.errors import SubmitError
+    from vtorque.job import spool
+
+    argv = [*batch.submit_argv, wrapper, *batch.script_args]
+    try:
+        return argv, subprocess.run(argv, stdout=subprocess.PIPE, check=False)
+    except OSError as err:
+        spool.remove(staging)
+        raise SubmitError(f"cannot run {argv[0]}: {err.strerror}") from None
     except BaseException:
         spool.remove(staging)
         raise

@@ -21,6 +21,8 @@ KEYS = (
     "iocm",
     "iocm_min_cores",
     "iocm_max_cores",
+    "hugepages",
+    "fragments",
 )
 
 

@@ -13,6 +13,7 @@ from vtorque.site.config import DISTROS, FS_TYPES
 from vtorque.values import BOOL_ACCEPTED, SIZE_ACCEPTED, parse_bool, parse_choice, parse_count, parse_size_mib
 
 COUNT_ACCEPTED = "a whole number >= 1"
+FRAGMENT_SEPARATOR = "+"  # -vm values cannot hold commas
 # Numeric keys: (parser, what is accepted, the limits.* key that bounds the value, if any).
 NUMBERS = {
     "ram": (parse_size_mib, SIZE_ACCEPTED, "max_ram_mib"),
@@ -48,6 +49,8 @@ class VMRequest:
     iocm_min_cores: int
     iocm_max_cores: int
     user_image: bool = False
+    hugepages: bool = False
+    fragments: tuple = ()  # the site's fragments (config.fragments) the VMs get, in order
 
     def cores_per_node(self, config):
         """Cores the job needs on each node: host reserve + all VMs' vCPUs (+ IOcm cores)."""
@@ -74,8 +77,10 @@ class VMRequest:
             "iocm_min_cores": str(self.iocm_min_cores),
             "iocm_max_cores": str(self.iocm_max_cores),
         }
-        for key in ("vcpu_pinning", "vrdma", "unclot", "iocm"):
+        for key in ("vcpu_pinning", "vrdma", "unclot", "iocm", "hugepages"):
             options[key] = "true" if getattr(self, key) else "false"
+        if self.fragments:
+            options["fragments"] = FRAGMENT_SEPARATOR.join(self.fragments)
         for key in ("vm_prologue", "vm_epilogue", "metadata"):
             if getattr(self, key):
                 options[key] = getattr(self, key)
@@ -167,15 +172,18 @@ def resolve_request(options, config, *, owner_uid, cwd, catalog=None):
         )
 
     vrdma, _ = switch("vrdma", defaults.vrdma)
-    unclot, unclot_src = switch("unclot", defaults.unclot)
-    if unclot and distro != "osv":
+    unclot, _ = switch("unclot", defaults.unclot)
+    shmem, shmem_src = numbers["unclot_shmem"]
+    if unclot and shmem & (shmem - 1):
         raise RequestError(
-            f"UNCLOT works only for OSv guests, this request's distro is {distro}",
-            key="unclot",
-            value=options.get("unclot", ("true",))[0],
-            source=unclot_src,
+            f"{shmem} MiB is not a power of two (the region is a PCI BAR)",
+            key="unclot_shmem",
+            value=options.get("unclot_shmem", (f"{shmem}M",))[0],
+            accepted="a power of two: 1M, 2M, 4M, ... 1G, 2G, ...",
+            source=shmem_src,
         )
     iocm, _ = switch("iocm", defaults.iocm)
+    hugepages, _ = switch("hugepages", defaults.hugepages)
 
     return VMRequest(
         image=image,
@@ -197,7 +205,34 @@ def resolve_request(options, config, *, owner_uid, cwd, catalog=None):
         iocm_min_cores=iocm_min,
         iocm_max_cores=iocm_max,
         user_image=user_image,
+        hugepages=hugepages,
+        fragments=_fragments(options, config),
     )
+
+
+def _fragments(options, config):
+    """The site fragments the VMs get: every `always` one, then those the job names
+    (fragments=NAME[+NAME...]), each once, in that order."""
+    names = [name for name, fragment in config.fragments.items() if fragment.always]
+    if "fragments" in options:
+        value, source = options["fragments"]
+        for name in value.split(FRAGMENT_SEPARATOR):
+            if name not in config.fragments:
+                raise RequestError(
+                    f"no site fragment named {name!r}",
+                    key="fragments",
+                    value=value,
+                    accepted=(
+                        f"names of the site's fragments joined by {FRAGMENT_SEPARATOR}: "
+                        + ", ".join(config.fragments)
+                        if config.fragments
+                        else "none (this site defines no fragments)"
+                    ),
+                    source=source,
+                )
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def _resolve_image(options, config, distro, *, owner_uid, cwd, catalog):

@@ -16,6 +16,7 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import s
 
 from vtorque.errors import VTorqueError
 from vtorque.job import statedir
+from vtorque.job.devices import release_devices
 from vtorque.job.plan import owner_of
 from vtorque.job.ports import release_ports
 from vtorque.job.records import load_record, message, report, update_record
@@ -88,6 +89,7 @@ def sweep_here(job_id, config, shutdown_timeout, node=None):
         node=node,
     )
     release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
+    release_devices(config.state_dir, naming.job_dir(job_id, config.state_dir))
 
 
 def teardown(job_id, nodes, config, graceful=True, here=None):
@@ -105,8 +107,9 @@ def teardown(job_id, nodes, config, graceful=True, here=None):
         timeout=config.timeouts.epilogue,
         local_nodes=config.runner.local_nodes,
     )
-    if result.ok:  # the job dir is gone, and with it what its port claims point at
+    if result.ok:  # the job dir is gone, and with it what its port and device claims point at
         release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
+        release_devices(config.state_dir, naming.job_dir(job_id, config.state_dir))
     return result
 
 

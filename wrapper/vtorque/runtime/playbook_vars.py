@@ -45,7 +45,10 @@ def start_variables(plan, config, keys, extra=None, extra_source=""):
                 "disks": disks,
                 "data_disk": vm.data_disk,
                 "data_disk_size": f"{vm.data_disk_mib}M" if vm.data_disk else None,
-                "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(core)} for vcpu, core in vm.cpu_pinning],
+                "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(cores)} for vcpu, cores in vm.cpu_pinning],
+                "iothreads": {"count": vm.iothreads, "cpuset": vm.io_cpuset} if vm.iothreads else None,
+                "emulator_cpuset": vm.io_cpuset,
+                "hostdevs": [{"address": address} for address in vm.hostdevs],
             }
         )
     image = plan.image
@@ -61,6 +64,9 @@ def start_variables(plan, config, keys, extra=None, extra_source=""):
             "extra_devices": [
                 _filesystem(tag, path) for tag, path, _source, kind in plan.mounts if kind == "9p"
             ],
+            "hugepages": plan.hugepages,
+            "shmem": [{"name": name, "size_mib": size} for name, size in plan.shmem],
+            "fragments": [{"name": name, "template": template} for name, template in plan.fragments],
             "wait_timeout": config.timeouts.boot,
             "ramdisk": _ramdisk(plan),
             "vms": vms,

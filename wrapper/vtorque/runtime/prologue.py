@@ -4,10 +4,10 @@ the same plan and derives the same keys):
 
 admit      the owner, their spool dir, the request (validated again), the allocation, the image
 register   the record says `starting`, unless this attempt's epilogue came first
-provision  port claims, job dir, keys, the job_start playbook on every node, or on this node
+provision  port and device claims, job dir, keys, the job_start playbook on every node, or on this node
            with the local connection (ansible-runner)
 await      every guest started here answers SSH with its pinned host key
-publish    vms.json for the owner's job; the record says `running`
+publish    vms.json and read access to the consoles for the owner; the record says `running`
 
 `start` returns an Outcome (the scheduler adapter turns it into its exit code). The one place
 that maps failures to outcomes is `start` itself: admit's errors are the user's (ABORT); a
@@ -27,10 +27,11 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import w
 
 from vtorque import scheduler
 from vtorque.errors import InfrastructureError, JobCancelled, VTorqueError
-from vtorque.guest.console import console_tail
+from vtorque.guest.console import console_tail, let_owner_read
 from vtorque.guest.seeds import merge_metadata
 from vtorque.guest.ssh import OWNER_KNOWN_HOSTS, ROOT_KNOWN_HOSTS, known_host_line, wait_for_ssh
 from vtorque.job import statedir
+from vtorque.job.devices import claim_devices
 from vtorque.job.keys import make_job_keys
 from vtorque.job.plan import check_allocation, make_plan, owner_of
 from vtorque.job.ports import claim_ports
@@ -147,6 +148,7 @@ def _provision(job, plan, config, admitted, deadline, cancelled, adapter):
     """(the plan with its claimed ports, the playbook's seconds); the playbook runs on every
     node, or (Slurm) on this one with the local connection."""
     plan = claim_ports(plan, config.network.ssh_port_base)
+    plan = claim_devices(plan, config.vrdma.devices, job.here or plan.nodes[0])
     statedir.job_dir(plan.state_dir, plan.job_id)
     secret = adapter.key_secret() if adapter.per_node else None  # every node: the same keys
     keys = make_job_keys(plan, secret, adapter.key_scope())
@@ -178,6 +180,7 @@ def _publish(job, config, plan, began, playbook_seconds, ready_from):
     vms = [{key: getattr(vm, key) for key in keys} for vm in plan.vms]
     document = {"job_id": plan.job_id, "owner": plan.owner.name, "workdir": plan.workdir, "vms": vms}
     _write(os.path.join(plan.job_dir, "vms.json"), json.dumps(document, indent=2) + "\n", plan.owner)
+    _let_owner_read_consoles(job, config, plan)
     now = time.monotonic()
     if not update_record(
         config.state_dir,
@@ -193,6 +196,18 @@ def _publish(job, config, plan, began, playbook_seconds, ready_from):
         unless=lambda record: record.get("state") != "starting",
     ):
         raise JobCancelled()
+
+
+def _let_owner_read_consoles(job, config, plan):
+    """The owner may read the console logs of the VMs started here (`vtorque console`); the
+    VMs of other nodes (Torque: the primary starts them all) have their logs there."""
+    for vm in _own_part(plan, job.here).vms:
+        try:
+            let_owner_read(vm.serial_log, plan.owner.uid)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            update_record(config.state_dir, job.job_id, event=f"{vm.name}'s console is root's only: {err}")
 
 
 def _after_failed_start(job, config, node, reason, tell, adapter):

@@ -17,6 +17,7 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import s
 
 from vtorque import scheduler
 from vtorque.errors import SubmitError, VTorqueError
+from vtorque.job.devices import release_devices
 from vtorque.job.ports import release_ports
 from vtorque.job.records import prune_records
 from vtorque.job.spool import STAGING_PREFIX, check_job_id, remove_as_owner
@@ -43,6 +44,7 @@ def sweep_node(config, *, dry_run=False):
     )
     if not dry_run:
         release_ports(config.state_dir)  # claims of the job dirs just removed
+        release_devices(config.state_dir)
     records = prune_records(
         config.state_dir, keep_days=config.records_keep_days, live_jobs=live, dry_run=dry_run
     )

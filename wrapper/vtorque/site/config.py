@@ -58,6 +58,7 @@ class VMDefaults:
     iocm: bool = False
     iocm_min_cores: int = 1
     iocm_max_cores: int = 4
+    hugepages: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,24 @@ class Policy:
     iocm: bool = False
     vrdma: bool = False
     unclot: bool = False
+    hugepages: bool = False
+
+
+@dataclass(frozen=True)
+class VrdmaConfig:
+    """-vm vrdma: the PCI devices (RDMA NICs, their virtual functions, accelerators) each node
+    hands to its VMs with VFIO, one per VM, never to two jobs at once (job/devices.py)."""
+
+    devices: dict[str, list[str]] = opt({})
+
+
+@dataclass(frozen=True)
+class SiteFragment:
+    """A site's own piece of domain XML: a Jinja2 template rendered into <devices> of every VM
+    of a job that asks for it (-vm fragments=NAME[+NAME...]), or of every VM job (`always`)."""
+
+    template: str | None = opt(None, abs_path)
+    always: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +230,8 @@ class SiteConfig:
     spool_grace_minutes: int = opt(60, min=0)
     images: str = opt("/etc/vtorque/images.yml", abs_path)
     domain_template: str | None = opt(None, abs_path)
+    fragments: dict[str, SiteFragment] = opt({})
+    vrdma: VrdmaConfig = opt(VrdmaConfig())
     torque: TorqueConfig = opt(TorqueConfig())
     slurm: SlurmConfig = opt(SlurmConfig())
     defaults: VMDefaults = opt(VMDefaults())
@@ -234,6 +255,7 @@ USER_VISIBLE = (
     "host_reserve",
     "policy",
     "timeouts",
+    "fragments",
 )
 
 

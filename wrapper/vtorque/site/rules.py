@@ -1,6 +1,10 @@
 """The site config's rules that involve more than one key (each problem names its keys)."""
 
 import ipaddress
+import re
+
+PCI_ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+FRAGMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 def check_rules(config, problems):
@@ -23,12 +27,20 @@ def check_rules(config, problems):
             f"defaults.iocm_min_cores: {defaults.iocm_min_cores} is above"
             f" defaults.iocm_max_cores ({defaults.iocm_max_cores})"
         )
-    for switch in ("iocm", "vrdma", "unclot"):
+    for switch in ("iocm", "vrdma", "unclot", "hugepages"):
         if getattr(defaults, switch) and not getattr(config.policy, switch):
             problems.append(
                 f"defaults.{switch}: true, but policy.{switch} is false (switched off on this site)"
             )
     _check_network(config.network, problems)
+    _check_devices(config, problems)
+    for name, fragment in config.fragments.items():
+        if not FRAGMENT_NAME.fullmatch(name):
+            problems.append(
+                f"fragments.{name}: a fragment name is lower-case letters, digits and _ (a letter first)"
+            )
+        if fragment.template is None:
+            problems.append(f"fragments.{name}: template is required (the fragment's Jinja2 file)")
     for name in ("home", "workdir"):
         mount = getattr(config.guest.mounts, name)
         if mount.type == "nfs" and not (mount.nfs_server and mount.nfs_export):
@@ -38,6 +50,22 @@ def check_rules(config, problems):
                 f"guest.mounts.{name}: type virtiofs is not supported yet (it would be rendered as"
                 " a 9p share); use 9p or nfs"
             )
+
+
+def _check_devices(config, problems):
+    seen = {}
+    for node, addresses in config.vrdma.devices.items():
+        for index, address in enumerate(addresses):
+            key = f"vrdma.devices.{node}[{index}]"
+            if not PCI_ADDRESS.fullmatch(address):
+                problems.append(
+                    f"{key}: expected a PCI address DDDD:BB:SS.F (e.g. 0000:3b:00.1), got {address!r}"
+                )
+            elif (node, address.lower()) in seen:
+                problems.append(f"{key}: {address} is listed twice (also {seen[node, address.lower()]})")
+            seen.setdefault((node, address.lower()), key)
+    if config.policy.vrdma and not any(config.vrdma.devices.values()):
+        problems.append("policy.vrdma: true, but vrdma.devices lists no PCI device on any node")
 
 
 def _check_network(network, problems):

@@ -59,11 +59,21 @@ def _convert(hint, value, meta, key, problems):
             raise ValueError("expected a list of strings")
         return list(value)
     if origin is dict:
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise ValueError("expected a mapping of strings to strings")
-        return dict(value)
+        if args[1] is str:
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ValueError("expected a mapping of strings to strings")
+            return dict(value)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError("expected a mapping with string keys")
+        converted = {}
+        for name, item in value.items():  # each entry converted by the value type, named by its key
+            try:
+                converted[name] = _convert(args[1], item, {}, _join(key, name), problems)
+            except ValueError as err:
+                problems.append(f"{_join(key, name)}: {err}, got {item!r}")
+        return converted
     if hint is bool:
         return parse_bool(value)
     if hint is int:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils import domain_xml
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import domain_xml, hugepages
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import (
     Hypervisor,
     is_no_domain,
@@ -226,6 +226,8 @@ def ensure(module_params: dict, check_mode: bool, want_diff: bool) -> dict:
                     f"the definition names domain {domain_xml.domain_name(xml)!r}, the task names {name!r}",
                     target=name,
                 )
+            if state == "running" and domain_xml.uses_hugepages(xml) and domain.state() != "running":
+                hugepages.check(domain_xml.memory_kib(xml), name)  # before anything changes
             result["changed"], before, after = domain.define(xml)
         elif state == "shutdown" and domain.inactive_xml() is None:
             raise InvalidSpec(

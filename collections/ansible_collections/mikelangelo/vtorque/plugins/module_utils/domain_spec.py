@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os.path
+import re
 import xml.etree.ElementTree as ET
 
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import domain_xml, naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import URI_ARGSPEC
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import InvalidSpec
 
@@ -20,6 +21,12 @@ USER_NET = "10.0.2.0/24"
 # User-mode NICs are passed through qemu:commandline; they take PCI slots from the top down so
 # libvirt's own automatic slot assignment (from slot 2 up) never collides with them.
 USER_NIC_FIRST_SLOT = 0x1F
+MAX_IOTHREADS = 64
+# libvirt's cpuset syntax: CPUs and ranges, comma-separated, each may be excluded with ^.
+_CPUSET = re.compile(r"\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*")
+_PCI_ADDRESS = re.compile(r"([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])")
+_SHMEM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_FRAGMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 DOMAIN_ARGSPEC = dict(
     URI_ARGSPEC,
@@ -88,6 +95,39 @@ DOMAIN_ARGSPEC = dict(
     serial_log=dict(type="path"),
     guest_agent=dict(type="bool", default=True),
     extra_devices=dict(type="list", elements="str", default=[]),
+    iothreads=dict(
+        type="dict",
+        options=dict(
+            count=dict(type="int", required=True),
+            cpuset=dict(type="str"),
+        ),
+    ),
+    emulator_cpuset=dict(type="str"),
+    hugepages=dict(type="bool", default=False),
+    shmem=dict(
+        type="list",
+        elements="dict",
+        default=[],
+        options=dict(
+            name=dict(type="str", required=True),
+            size_mib=dict(type="int", required=True),
+        ),
+    ),
+    hostdevs=dict(
+        type="list",
+        elements="dict",
+        default=[],
+        options=dict(address=dict(type="str", required=True)),
+    ),
+    fragments=dict(
+        type="list",
+        elements="dict",
+        default=[],
+        options=dict(
+            name=dict(type="str", required=True),
+            template=dict(type="path", required=True),
+        ),
+    ),
     addresses=dict(type="list", elements="str", default=[]),
     template=dict(type="path"),
     xml=dict(type="str"),
@@ -149,6 +189,72 @@ def _nics(params: dict, name: str) -> list[dict]:
     return nics
 
 
+def _cpuset(value: str | None, key: str, name: str) -> None:
+    if value is not None and not _CPUSET.fullmatch(value):
+        _fail(f"{key} {value!r} is not a libvirt cpuset (host CPUs and ranges, e.g. 2, 2-3, 0,4)", name)
+
+
+def _iothreads(params: dict, name: str) -> dict:
+    """I/O threads 1..count (libvirt numbers them from 1), with the host CPUs they run on."""
+    iothreads = params.get("iothreads")
+    if not iothreads:
+        return dict(count=0, cpuset=None, ids=[])
+    if not 1 <= iothreads["count"] <= MAX_IOTHREADS:
+        _fail(f"iothreads.count must be 1-{MAX_IOTHREADS}, got {iothreads['count']}", name)
+    _cpuset(iothreads.get("cpuset"), "iothreads.cpuset", name)
+    return dict(iothreads, ids=list(range(1, iothreads["count"] + 1)))
+
+
+def _shmem(params: dict, name: str) -> list[dict]:
+    regions, seen = [], set()
+    for number, region in enumerate(params.get("shmem") or []):
+        where = f"shmem[{number}]"
+        if not _SHMEM_NAME.fullmatch(region["name"]):
+            _fail(
+                f"{where}: name {region['name']!r} must be letters, digits and . _ - (a file in /dev/shm)",
+                name,
+            )
+        if region["name"] in seen:
+            _fail(f"{where}: name {region['name']!r} is given twice", name)
+        size = region["size_mib"]
+        if size < 1 or size & (size - 1):
+            _fail(f"{where}: size_mib must be a power of two (a PCI BAR), got {size}", name)
+        seen.add(region["name"])
+        regions.append(dict(region))
+    return regions
+
+
+def _hostdevs(params: dict, name: str) -> list[dict]:
+    devices, seen = [], set()
+    for number, device in enumerate(params.get("hostdevs") or []):
+        address = device["address"].lower()
+        match = _PCI_ADDRESS.fullmatch(address)
+        if not match:
+            _fail(
+                f"hostdevs[{number}]: address {device['address']!r} is not a PCI address (DDDD:BB:SS.F)", name
+            )
+        if address in seen:
+            _fail(f"hostdevs[{number}]: address {address} is given twice", name)
+        seen.add(address)
+        domain, bus, slot, function = match.groups()
+        devices.append(dict(address=address, domain=domain, bus=bus, slot=slot, function=function))
+    return devices
+
+
+def _fragments(params: dict, name: str) -> list[dict]:
+    fragments, seen = [], set()
+    for number, fragment in enumerate(params.get("fragments") or []):
+        if not _FRAGMENT_NAME.fullmatch(fragment["name"]) or fragment["name"] in seen:
+            _fail(
+                f"fragments[{number}]: name {fragment['name']!r} must be unique, lower-case letters,"
+                " digits and _ (starting with a letter)",
+                name,
+            )
+        seen.add(fragment["name"])
+        fragments.append(dict(fragment, xml=""))
+    return fragments
+
+
 def _disks(params: dict, name: str) -> list[dict]:
     disks = [dict(d, seed=False) for d in params.get("disks") or []]
     if params.get("seed"):
@@ -157,10 +263,16 @@ def _disks(params: dict, name: str) -> list[dict]:
         )
     used = {d["target"] for d in disks if d.get("target")}
     free = (t for t in ("vd" + chr(c) for c in range(ord("a"), ord("z") + 1)) if t not in used)
+    io_ids = _iothreads(params, name)["ids"]
+    writable = 0
     for number, disk in enumerate(disks):
         _absolute(disk["path"], f"disks[{number}].path", name)
         if not disk.get("target"):
             disk["target"] = next(free)
+        disk["iothread"] = None
+        if io_ids and not disk["readonly"]:  # the writable disks, round-robin over the I/O threads
+            disk["iothread"] = io_ids[writable % len(io_ids)]
+            writable += 1
     return disks
 
 
@@ -188,6 +300,9 @@ def template_vars(params: dict) -> dict:
         _absolute(boot["kernel"], "boot.kernel", name)
         _absolute(boot.get("initrd"), "boot.initrd", name)
     _absolute(params.get("serial_log"), "serial_log", name)
+    for pin in params.get("cpu_pinning") or []:
+        _cpuset(pin["cpuset"], f"cpu_pinning[vcpu {pin['vcpu']}].cpuset", name)
+    _cpuset(params.get("emulator_cpuset"), "emulator_cpuset", name)
     for number, fragment in enumerate(params.get("extra_devices") or []):
         try:
             ET.fromstring(fragment)  # noqa: S314 - the task's own options, parsed only to check them
@@ -198,6 +313,10 @@ def template_vars(params: dict) -> dict:
         uuid=uuid,
         nics=_nics(params, name),
         disks=_disks(params, name),
+        iothreads=_iothreads(params, name),
+        shmem=_shmem(params, name),
+        hostdevs=_hostdevs(params, name),
+        fragments=_fragments(params, name),
         metadata=dict(
             namespace=naming.METADATA_NS,
             prefix=naming.METADATA_PREFIX,
@@ -207,3 +326,27 @@ def template_vars(params: dict) -> dict:
         ),
     )
     return values
+
+
+def check_rendered(values: dict, xml: str) -> None:
+    """The rendered definition states every device feature it was given: a site's template
+    override that leaves one out fails here instead of silently dropping what the job asked."""
+    root = domain_xml.parse(xml, values["name"])
+    missing = []
+    if values["iothreads"]["count"] and (root.findtext("iothreads") or "").strip() != str(
+        values["iothreads"]["count"]
+    ):
+        missing.append(f"<iothreads>{values['iothreads']['count']}</iothreads> (option iothreads)")
+    if values.get("emulator_cpuset") and root.find("cputune/emulatorpin") is None:
+        missing.append("<cputune><emulatorpin> (option emulator_cpuset)")
+    if values.get("hugepages") and root.find("memoryBacking/hugepages") is None:
+        missing.append("<memoryBacking><hugepages/> (option hugepages)")
+    names = {elem.get("name") for elem in root.findall("devices/shmem")}
+    missing += [
+        f"<shmem name='{r['name']}'> (option shmem)" for r in values["shmem"] if r["name"] not in names
+    ]
+    if len(root.findall("devices/hostdev")) < len(values["hostdevs"]):
+        missing.append(f"{len(values['hostdevs'])} <hostdev> (option hostdevs)")
+    missing += [f"fragment {f['name']}" for f in values["fragments"] if f["xml"].strip() not in xml]
+    if missing:
+        _fail("the domain template does not render " + ", ".join(missing), values["name"])

@@ -40,7 +40,9 @@ _KIB = {
 _EXACT_CHILDREN = {
     "devices": ("disk", "interface", "filesystem", "hostdev", "shmem", "channel", "serial"),
     "os": ("kernel", "initrd", "cmdline"),
-    "cputune": ("vcpupin", "emulatorpin"),
+    "cputune": ("vcpupin", "emulatorpin", "iothreadpin"),
+    "domain": ("memoryBacking", "iothreads", "cputune"),
+    "memoryBacking": ("hugepages",),
 }
 _MACHINE_ALIASES = {"pc": "pc-i440fx-", "q35": "pc-q35-"}
 _JOB_TAG = f"{{{METADATA_NS}}}{METADATA_ELEMENT}"
@@ -146,6 +148,16 @@ def interface_macs(xml: str) -> list[str]:
             if part.startswith("mac="):
                 macs.append(part[4:].lower())
     return macs
+
+
+def memory_kib(xml: str) -> int:
+    root = parse(xml)
+    _normalise_memory(root)
+    return int(_child_text(ET.tostring(root, encoding="unicode"), "memory") or 0)
+
+
+def uses_hugepages(xml: str) -> bool:
+    return parse(xml).find("memoryBacking/hugepages") is not None
 
 
 def disk_sources(xml: str) -> list[str]:

@@ -30,6 +30,12 @@ class WaitTimeout(VTorqueModuleError):
     reason = "timeout"
 
 
+class Unavailable(VTorqueModuleError):
+    """The node lacks what the definition needs (e.g. huge pages)."""
+
+    reason = "unavailable"
+
+
 class Refused(VTorqueModuleError):
     """Acting would destroy something vTorque did not create."""
 

@@ -94,6 +94,28 @@ def job_dir(job_id: str, state_dir: str = DEFAULT_STATE_DIR) -> str:
     return os.path.join(state_dir, "jobs", sanitise_job_id(job_id))
 
 
+def serial_log_path(directory: str, name: str) -> str:
+    """The serial console log of domain `name` in its job's directory."""
+    return os.path.join(directory, name + "-serial.log")
+
+
+SHM_DIR = "/dev/shm"  # where QEMU backs a <shmem> region: SHM_DIR/<name>
+SHMEM_SUFFIX = "-unclot"
+
+
+def shmem_name(job_id: str) -> str:
+    """The job's -vm unclot region, shared by its VMs on one node and by no other job's."""
+    return f"{DOMAIN_PREFIX}{sanitise_job_id(job_id)}{SHMEM_SUFFIX}"
+
+
+def shmem_job(name: str) -> str | None:
+    """The sanitised job id of a region named by shmem_name, or None for any other name."""
+    if not (name.startswith(DOMAIN_PREFIX) and name.endswith(SHMEM_SUFFIX)):
+        return None
+    job = name[len(DOMAIN_PREFIX) : -len(SHMEM_SUFFIX)]
+    return job if job and not _JOB_UNSAFE.search(job) else None
+
+
 RAM_DIR = "ram"  # inside a job dir: the tmpfs of `-vm fs_type=ramdisk` jobs, holding their disks
 
 
@@ -127,6 +149,6 @@ def vm_identity(job_id: str, node: str, index: int, state_dir: str = DEFAULT_STA
         job_dir=directory,
         overlay_path=os.path.join(directory, name + ".qcow2"),
         seed_path=os.path.join(directory, name + "-seed.iso"),
-        serial_log_path=os.path.join(directory, name + "-serial.log"),
+        serial_log_path=serial_log_path(directory, name),
         data_disk_path=os.path.join(directory, name + "-data.qcow2"),
     )

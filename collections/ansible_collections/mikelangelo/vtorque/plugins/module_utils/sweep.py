@@ -61,6 +61,29 @@ def _unmount_ramdisk(job_path: str) -> None:
         raise Refused(f"cannot unmount the job's RAM disk {ram}: {done.stderr.strip()}", target=ram)
 
 
+def _shared_memory(job_id: str | None, live_jobs: list[str] | None, shm_dir: str) -> list[str]:
+    """The job's -vm unclot region, or every region of a job not in `live_jobs`: libvirt leaves
+    /dev/shm/<name> behind when the last domain using it stops. Regular files only."""
+    if job_id is not None:
+        names = [naming.shmem_name(job_id)]
+    else:
+        live = {naming.sanitise_job_id(j) for j in live_jobs or []}
+        try:
+            entries = sorted(os.listdir(shm_dir))
+        except FileNotFoundError:
+            entries = []
+        names = [e for e in entries if naming.shmem_job(e) is not None and naming.shmem_job(e) not in live]
+    found = []
+    for name in names:
+        path = os.path.join(shm_dir, name)
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path)
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def sweep(params: dict, check_mode: bool) -> dict:
     """The vm_sweep module's entry: its parameters as sweep_jobs' keywords."""
     return sweep_jobs(
@@ -82,6 +105,7 @@ def sweep_jobs(
     shutdown_timeout: int = 0,
     check_mode: bool = False,
     node: str | None = None,
+    shm_dir: str = naming.SHM_DIR,
 ) -> dict:
     """Every domain and job dir of job `job_id`, or with no `job_id` of every job not in
     `live_jobs`; guests get `shutdown_timeout` seconds to shut down (0: destroyed at once).
@@ -99,8 +123,19 @@ def sweep_jobs(
     finally:
         hv.close()
     directories = _job_dirs(state_dir, job_id, live_jobs)
+    regions = _shared_memory(job_id, live_jobs, shm_dir)
     if not check_mode:
         for path in directories:
             _unmount_ramdisk(path)
             shutil.rmtree(path, onerror=_gone_is_fine)
-    return dict(changed=bool(names or directories), domains=names, directories=directories)
+        for path in regions:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    return dict(
+        changed=bool(names or directories or regions),
+        domains=names,
+        directories=directories,
+        shared_memory=regions,
+    )

@@ -177,17 +177,89 @@ options:
         type: int
         default: 22
   serial_log:
-    description: Absolute path of a file that receives the first serial port's output.
+    description:
+      - Absolute path of a file that receives the first serial port's output, appended to
+        across restarts. The port is a pty, so root can also attach to it (C(virsh console)).
     type: path
   guest_agent:
     description: Add the virtio channel for the QEMU guest agent.
     type: bool
     default: true
   extra_devices:
-    description: XML fragments added to C(<devices>) as they are, for site devices such as ivshmem or hostdev.
+    description:
+      - XML elements added to C(<devices>) as they are (vTorque's 9p shares). For a site's own devices
+        prefer O(fragments), which are templates and are checked against an override.
     type: list
     elements: str
     default: []
+  iothreads:
+    description:
+      - Dedicated I/O threads (C(<iothreads>)); the writable disks are spread over them
+        round-robin (C(<driver iothread=N>)).
+    type: dict
+    suboptions:
+      count:
+        description: Number of I/O threads (1-64).
+        type: int
+        required: true
+      cpuset:
+        description: Host CPUs every I/O thread is pinned to (C(<iothreadpin>)), libvirt syntax.
+        type: str
+  emulator_cpuset:
+    description: Host CPUs QEMU's emulator threads are pinned to (C(<emulatorpin>)), libvirt syntax.
+    type: str
+  hugepages:
+    description:
+      - Back the guest memory with huge pages (C(<memoryBacking><hugepages/>)).
+      - V(running) refuses (reason V(unavailable)) before defining anything when no huge page pool
+        of the node has enough free pages for the guest memory (read from C(/sys/kernel/mm/hugepages)).
+    type: bool
+    default: false
+  shmem:
+    description:
+      - Shared memory regions (C(<shmem>), model C(ivshmem-plain)), each backed by C(/dev/shm/<name>) on
+        the node; domains that name the same region share it.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Region name (letters, digits and C(. _ -)); the file in C(/dev/shm).
+        type: str
+        required: true
+      size_mib:
+        description: Size in MiB, a power of two (it is a PCI BAR).
+        type: int
+        required: true
+  hostdevs:
+    description:
+      - Host PCI devices passed through with VFIO (C(<hostdev mode=subsystem type=pci managed=yes>));
+        libvirt detaches each from its host driver at start and gives it back at the end.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      address:
+        description: PCI address on the node, C(DDDD:BB:SS.F).
+        type: str
+        required: true
+  fragments:
+    description:
+      - The site's own device fragments, in order. Each is a Jinja2 template on the controller (searched
+        like O(template)), rendered with the same variables as the domain template into device
+        elements that go into C(<devices>).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Fragment name (lower-case letters, digits, C(_)).
+        type: str
+        required: true
+      template:
+        description: The fragment's Jinja2 template.
+        type: path
+        required: true
   addresses:
     description:
       - The plan's static guest addresses, kept in the job metadata for M(mikelangelo.vtorque.vm_info).
@@ -198,6 +270,9 @@ options:
     description:
       - Jinja2 domain template on the controller (searched like the C(template) module's src).
         Defaults to the collection's C(plugins/templates/domain.xml.j2). Values are XML-escaped.
+      - An override must render every device feature it is given (O(iothreads), O(emulator_cpuset),
+        O(hugepages), O(shmem), O(hostdevs), O(fragments)); the task fails when the rendered
+        definition leaves one out.
     type: path
   xml:
     description:
@@ -257,6 +332,22 @@ EXAMPLES = r"""
         source: br0
     serial_log: /var/lib/vtorque/jobs/42.head/vt-42.head-node1-0-serial.log
 
+- name: Boot a VM with an I/O thread and its emulator on host core 5, apart from its vCPUs
+  mikelangelo.vtorque.vm_domain:
+    name: vt-42.head-node1-1
+    state: running
+    job: {id: "42.head", node: node1, index: 1}
+    vcpus: 2
+    cpu_pinning: [{vcpu: 0, cpuset: "3"}, {vcpu: 1, cpuset: "4"}]
+    iothreads: {count: 1, cpuset: "5"}
+    emulator_cpuset: "5"
+    hugepages: true
+    shmem: [{name: vt-42.head-unclot, size_mib: 64}]
+    hostdevs: [{address: "0000:3b:00.1"}]
+    fragments: [{name: watchdog, template: /etc/vtorque/fragments/watchdog.xml.j2}]
+    disks:
+      - path: /var/lib/vtorque/jobs/42.head/vt-42.head-node1-1.qcow2
+
 - name: Power the VM off, destroying it if it ignores ACPI for a minute
   mikelangelo.vtorque.vm_domain:
     name: vt-42.head-node1-0
@@ -298,7 +389,7 @@ forced:
   type: bool
   sample: false
 reason:
-  description: Short failure class (V(invalid), V(libvirt), V(timeout), V(refused)).
+  description: Short failure class (V(invalid), V(libvirt), V(timeout), V(refused), V(unavailable)).
   returned: failure
   type: str
   sample: timeout

@@ -10,7 +10,8 @@ short_description: Remove every domain and file of a job, or of jobs that are go
 description:
   - With O(job_id), destroys and undefines every domain of that job (name prefix C(vt-<job>-) and a
     C(<vtorque:job id=...>) metadata tag naming exactly that job) and deletes the job's directory
-    C(<state_dir>/jobs/<job>/) with its overlays, seeds and logs.
+    C(<state_dir>/jobs/<job>/) with its overlays, seeds and logs, and its shared memory file
+    C(/dev/shm/vt-<job>-unclot) (libvirt leaves it behind).
   - With O(live_jobs), does the same for every vTorque domain and job directory whose job is not in the list.
   - Domains without the vTorque metadata tag are never touched. Running the sweep again changes nothing.
 version_added: 0.1.0
@@ -72,6 +73,12 @@ directories:
   type: list
   elements: str
   sample: [/var/lib/vtorque/jobs/42.head]
+shared_memory:
+  description: Shared memory files C(/dev/shm/vt-<job>-unclot) that were (or would be) deleted.
+  returned: always
+  type: list
+  elements: str
+  sample: [/dev/shm/vt-42.head-unclot]
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
