@@ -2,7 +2,9 @@
 hooks against starting the same guests directly with libvirt-python, and a job's run time
 inside the VM against the same commands on the host."""
 
+import contextlib
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,13 @@ from vtguest import Guest, GuestImage, domain_xml, free_port, ssh_keypair, wait_
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom  # noqa: E402
 
 VM_COUNTS = (1, 2, 4)
+LIBVIRT_NETWORK = "default"
+LIBVIRT_SITE_NETWORK = {
+    "libvirt_network": LIBVIRT_NETWORK,
+    "cidr": "192.168.122.0/24",
+    "gateway": "192.168.122.1",
+    "ranges": {socket.gethostname(): "192.168.122.200-192.168.122.219"},
+}
 WORK = """#!/bin/sh
 cd "$PBS_O_WORKDIR"
 time busybox sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'
@@ -38,31 +47,57 @@ def provisioning(workdir, repeat):
     same way (SSH with the pinned host key)."""
     image = tiny_image()
     results = []
-    for count in VM_COUNTS:
-        prologue, epilogue, playbook, ssh_ready, boot_floor, teardown_floor = [], [], [], [], [], []
-        for _ in range(repeat):
-            record = _one_job(image, count)
-            prologue.append(record["phases"]["prologue"])
-            epilogue.append(record["phases"]["epilogue"])
-            playbook.append(record["phases"]["job_start_playbook"])
-            ssh_ready.append(record["phases"]["guests_ssh_ready"])
-            boot, teardown = _direct_boot(image, count, workdir)
-            boot_floor.append(boot)
-            teardown_floor.append(teardown)
-        result = comparison(f"provisioning: {count} VM(s), prologue vs direct libvirt", prologue, boot_floor)
-        result["split"] = {
-            "job_start_playbook": summary(playbook),
-            "ssh_ready_after_playbook": summary(ssh_ready),
-        }
-        results.append(result)
-        results.append(
-            comparison(f"teardown: {count} VM(s), epilogue vs direct destroy", epilogue, teardown_floor)
-        )
+    with _libvirt_network_up(any(count > 1 for count in VM_COUNTS)):
+        for count in VM_COUNTS:
+            results += _provisioning(image, count, workdir, repeat)
     return results
 
 
+def _provisioning(image, count, workdir, repeat):
+    """Both figures for `count` VMs; each prologue run is followed by its floor (side by side)."""
+    prologue, epilogue, playbook, ssh_ready, boot_floor, teardown_floor = [], [], [], [], [], []
+    for _ in range(repeat):
+        record = _one_job(image, count)
+        prologue.append(record["phases"]["prologue"])
+        epilogue.append(record["phases"]["epilogue"])
+        playbook.append(record["phases"]["job_start_playbook"])
+        ssh_ready.append(record["phases"]["guests_ssh_ready"])
+        boot, teardown = _direct_boot(image, count, workdir)
+        boot_floor.append(boot)
+        teardown_floor.append(teardown)
+    result = comparison(f"provisioning: {count} VM(s), prologue vs direct libvirt", prologue, boot_floor)
+    result["split"] = {
+        "job_start_playbook": summary(playbook),
+        "ssh_ready_after_playbook": summary(ssh_ready),
+    }
+    return [
+        result,
+        comparison(f"teardown: {count} VM(s), epilogue vs direct destroy", epilogue, teardown_floor),
+    ]
+
+
+@contextlib.contextmanager
+def _libvirt_network_up(wanted):
+    """libvirt's `default` NAT network active for the block (started and stopped here if it was
+    not): several VMs of a job need a network they share (user mode gives a job one VM)."""
+    conn = libvirt.open("qemu:///system")
+    network = conn.networkLookupByName(LIBVIRT_NETWORK) if wanted else None
+    started = network is not None and not network.isActive()
+    try:
+        if started:
+            network.create()
+        yield
+    finally:
+        if started:
+            network.destroy()
+        conn.close()
+
+
 def _one_job(image, count):
-    site = Site(image, limits={"max_vms_per_node": 8})
+    # One VM: QEMU's user-mode network, as the floor; several: libvirt's NAT network, which user
+    # mode refuses (every guest is 10.0.2.15 behind its own NAT).
+    network = {} if count == 1 else {"network": {"mode": "libvirt", **LIBVIRT_SITE_NETWORK}}
+    site = Site(image, limits={"max_vms_per_node": 8}, **network)
     mom = PbsMom(str(site.config))
     try:
         site.write_job("job.sh", "#!/bin/sh\ntrue\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 import cases_fanout
 import cases_host
 import cases_slurm
+import cases_telemetry
 import cases_vm
 from plots import plot_comparisons, plot_series
 
@@ -26,6 +27,7 @@ CASES = {
     "fanout": cases_fanout.fanout,
     "jobrun": cases_vm.job_run,
     "slurm": cases_slurm.slurm,
+    "telemetry": cases_telemetry.telemetry,
 }
 # Targets from issue 7: (figure name prefix, field, limit, description)
 TARGETS = [

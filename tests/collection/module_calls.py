@@ -39,3 +39,15 @@ def domain_args(**options):
     if result.validated_parameters["state"] in ("present", "running"):
         options["xml"] = render_domain_xml(result.validated_parameters, options.get("template"))
     return options
+
+
+def start_args(**options):
+    """vm_start arguments as its action plugin passes them: each VM's xml rendered."""
+    from ansible_collections.mikelangelo.vtorque.plugins.action.vm_start import domain_params
+
+    options.setdefault("uri", TEST_URI)
+    options["vms"] = [
+        dict(vm, xml=render_domain_xml(domain_params(options["uri"], options.get("domain", {}), vm)))
+        for vm in options["vms"]
+    ]
+    return options

@@ -140,3 +140,48 @@ def test_device_features_and_a_site_fragment_through_the_action_plugin(tmp_path)
     fragment.unlink()
     run, results, _ = run_playbook(tmp_path, [{"mikelangelo.vtorque.vm_domain": args}])
     assert run.status == "failed" and "watchdog.xml.j2" in results[0]["res"]["msg"]
+
+
+def test_vm_start_keeps_the_seeds_private_key_out_of_every_event(tmp_path):
+    """vm_start carries the seeds (private host keys) without no_log: its result names them only,
+    so the runner's events (kept as artifacts) never hold a key while failures keep their text."""
+    import subprocess
+
+    image = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    job_dir = tmp_path / "jobs" / "3.h"
+    name = naming.domain_name("3.h", "n1", 0)
+    host_key = "not-a-real-private-key-3h"
+    task = {
+        "mikelangelo.vtorque.vm_start": {
+            "uri": "test:///default",
+            "job_dir": str(job_dir),
+            "image": {"path": str(image)},
+            "domain": {"virt_type": "qemu"},
+            "vms": [
+                {
+                    "name": name,
+                    "overlay": str(job_dir / "vm.qcow2"),
+                    "domain": {"job": {"id": "3.h", "node": "n1", "index": 0}, "memory_mib": 128},
+                }
+            ],
+            "seeds": [
+                {
+                    "name": name,
+                    "path": str(job_dir / "seed.iso"),
+                    "meta_data": {"instance-id": name},
+                    "user_data": {"ssh_keys": {"ed25519_private": host_key}},
+                }
+            ],
+        },
+        "diff": True,
+    }
+    run, results, elapsed = run_playbook(tmp_path, [task])
+    assert run.status == "successful", [r.get("res") for r in results]
+    assert results[0]["res"]["vms"][0]["state"] == "running"
+    assert results[0]["res"]["invocation"]["module_args"]["seeds"] == [
+        {"name": name, "path": str(job_dir / "seed.iso")}
+    ]
+    assert host_key not in json.dumps(list(run.events))
+    assert host_key not in run.stdout.read()
+    print(f"vm_start on test:///default through ansible-runner: whole run {elapsed:.2f} s")

@@ -9,6 +9,7 @@ since are named in the tests' docstrings with the fixing commit.
 """
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -136,24 +137,37 @@ def files_with(roots, needles=(KEY,), newer_than=None):
 
 
 class KeyWatch:
-    """Polls directories while hooks run and remembers every file that held a private key."""
+    """Polls directories while hooks run and remembers every file that held a private key;
+    the `hot` globs (short-lived dirs such as the runner's, which a full pass over the roots
+    can miss while it reads the overlays) are polled on their own, every 10 ms."""
 
-    def __init__(self, roots):
-        self.roots, self.seen, self._stop = roots, {}, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, roots, hot=()):
+        self.roots, self.hot, self.seen, self._stop = roots, hot, {}, threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(self._roots, 0.05), daemon=True),
+            threading.Thread(target=self._run, args=(self._hot, 0.01), daemon=True),
+        ]
 
     def __enter__(self):
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_):
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self):
+    def _roots(self):
+        return [r for r in self.roots if os.path.isdir(r)]
+
+    def _hot(self):
+        return [path for pattern in self.hot for path in glob.glob(pattern)]
+
+    def _run(self, directories, pause):
         while not self._stop.is_set():
-            self.seen.update(files_with([r for r in self.roots if os.path.isdir(r)]))
-            time.sleep(0.05)
+            self.seen.update(files_with(directories()))
+            time.sleep(pause)
 
 
 def key_lines(text):
@@ -473,7 +487,8 @@ class Pair:
             self.jobs[user], refused = submit(self.mom, user, argv, self.work[user].path)
             assert refused is None, refused
         roots = [str(self.site.root), self.mom.root, "/root/.ansible"]
-        with KeyWatch(roots) as watch, ThreadPoolExecutor(2) as pool:
+        runner_dirs = [str(self.site.state / "jobs" / "*" / "runner-*")]
+        with KeyWatch(roots, hot=runner_dirs) as watch, ThreadPoolExecutor(2) as pool:
             codes = list(pool.map(self.mom.prologue, self.jobs.values()))
         self.seen_starting = watch.seen
         assert codes == [0, 0], [self.site.record(job.job_id) for job in self.jobs.values()]

@@ -17,6 +17,7 @@ from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 JOB = """#!/bin/sh
 echo "host=$(hostname) kernel=$(uname -r) user=$(id -un) uid=$(id -u) cwd=$(pwd)"
 echo "nodefile=$(cat "$PBS_NODEFILE" | tr '\\n' ' ') jobid=$PBS_JOBID"
+echo "start=$VTORQUE_START_SECONDS"
 echo kept-apart >&2
 echo result > result.txt
 exit 3
@@ -45,6 +46,7 @@ def test_a_job_runs_in_the_vm_and_its_exit_code_and_streams_come_back(site, mom,
 
     record = site.record(job.job_id)
     assert record["state"] == "ended" and record["exit_status"] == 3
+    assert lines[2] == f"start={record['phases']['prologue']}", "the job knows how long its start took"
     assert set(record["phases"]) >= {"prologue", "guests_ssh_ready", "epilogue"}
     print(f"prologue {record['phases']['prologue']}s, epilogue {record['phases']['epilogue']}s")
     assert site.leftovers(libvirt_conn, job.job_id) == []

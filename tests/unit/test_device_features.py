@@ -34,7 +34,7 @@ def test_iocm_sets_io_cores_apart_from_the_vcpus_cores():
     pinned, _ = plan_for("vcpus=2,vms_per_node=2,iocm=true,iocm_max_cores=1,vcpu_pinning=true", site())
     assert [vm.cpu_pinning for vm in pinned.vms] == [((0, 1), (1, 2)), ((0, 3), (1, 4))]
     assert pinned.rank0.io_cpuset == "5"
-    vm = start_variables(pinned, config, keys_for(pinned))["vtorque"]["vms"][0]
+    vm = start_variables(pinned, config, keys_for(pinned))["vtorque"]["vms"][0]["domain"]
     assert vm["iothreads"] == {"count": 1, "cpuset": "5"} and vm["emulator_cpuset"] == "5"
     assert vm["cpu_pinning"] == [{"vcpu": 0, "cpuset": "1"}, {"vcpu": 1, "cpuset": "2"}]
     with pytest.raises(PlanError, match=r"iocm pins vCPUs .* \(policy.exclusive_node_alloc: false"):
@@ -51,17 +51,18 @@ def test_hugepages_unclot_and_fragments_reach_the_playbook():
         "vcpus=1,vms_per_node=2,hugepages=true,unclot=true,unclot_shmem=64M,fragments=watchdog", site()
     )
     variables = start_variables(plan, config, keys_for(plan))["vtorque"]
-    assert variables["hugepages"] is True
-    assert variables["shmem"] == [{"name": "vt-42.head-unclot", "size_mib": 64}]
-    assert variables["fragments"] == [
+    assert variables["domain"]["hugepages"] is True
+    assert variables["domain"]["shmem"] == [{"name": "vt-42.head-unclot", "size_mib": 64}]
+    assert variables["domain"]["fragments"] == [
         {"name": "watchdog", "template": "/etc/vtorque/fragments/watchdog.xml.j2"}
     ]
     other, _ = plan_for("unclot=true", site(), job_id="43.head")
     assert other.shmem[0][0] == "vt-43.head-unclot", "another job never gets the same region"
     plain, config = plan_for("vcpus=1", site())
     variables = start_variables(plain, config, keys_for(plain))["vtorque"]
-    assert (variables["hugepages"], variables["shmem"], variables["fragments"]) == (False, [], [])
-    assert variables["vms"][0]["iothreads"] is None and variables["vms"][0]["hostdevs"] == []
+    shared, own = variables["domain"], variables["vms"][0]["domain"]
+    assert (shared["hugepages"], shared["shmem"], shared["fragments"]) == (False, [], [])
+    assert own["iothreads"] is None and own["hostdevs"] == []
 
 
 def test_vrdma_needs_a_device_per_vm_on_every_node_and_one_node_on_torque():

@@ -129,3 +129,13 @@ def test_a_job_id_is_sbatch_s_digits():
     for bad in ("12_3", "", "12;x", os.sep):
         with pytest.raises(slurm.SubmitError):
             slurm.Adapter.check_job_id(bad)
+
+
+def test_the_job_sees_how_long_its_start_took_under_either_batch_system():
+    from vtorque.scheduler.torque import adapter as torque
+
+    vms = [{"hostname": "n1-vm0"}]
+    assert slurm.Adapter.guest_environment({}, "12", vms, 9.84)["VTORQUE_START_SECONDS"] == "9.84"
+    env = torque.Adapter.guest_environment({"PBS_JOBID": "7.h"}, "7.h", vms, 10.3)
+    assert env["VTORQUE_START_SECONDS"] == "10.3" and env["PBS_JOBID"] == "7.h"
+    assert "VTORQUE_START_SECONDS" not in torque.Adapter.guest_environment({}, "7.h", vms)

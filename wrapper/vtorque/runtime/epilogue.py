@@ -1,6 +1,6 @@
 """After the job, as root: every VM and file of it goes, on every node (the primary node's
-`stop`, through the job_stop playbook) or on this node (`leave`, in-process); and the quick
-teardown of a start that the job's deletion cut short.
+`stop`: in-process here, through the job_stop playbook on the others) or on this node
+(`leave`, in-process); and the quick teardown of a start that the job's deletion cut short.
 
 The spool dir goes at every final end and stays only when the batch system requeues the job
 (its next attempt needs the request). The record keeps what a failed start said (`requeued`,
@@ -24,6 +24,7 @@ from vtorque.job.spool import remove_as_owner
 from vtorque.runtime.cancel import epilogue_began
 from vtorque.runtime.playbook_vars import stop_variables
 from vtorque.runtime.runner import RunResult, is_local, run_playbook
+from vtorque.runtime.telemetry import stop_sampler
 
 START_ENDED = ("requeued", "cancelled", "aborted")  # what a prologue that did not start says
 
@@ -37,6 +38,7 @@ def stop(job, config):
     # Said first: a prologue still starting this job's VMs then stops instead of taking the
     # teardown under it (a vanished guest) for an infrastructure failure.
     update_record(config.state_dir, job.job_id, state="stopping", stopped_at=time.time())
+    stop_sampler(job.job_id, config)  # before its domains go; the samples stay with the record
     # Only guests that ran the job are asked to shut down; a start cut short is destroyed at
     # once (a booting guest ignores ACPI, and a deleted job must end promptly).
     result = teardown(job.job_id, nodes, config, graceful=before == "running", here=job.here)
@@ -59,6 +61,7 @@ def stop(job, config):
 
 def leave(job, config):
     """Another node's end of the job: anything of it left here goes, without Ansible."""
+    stop_sampler(job.job_id, config)
     sweep_here(job.job_id, config, config.timeouts.shutdown)
 
 
@@ -93,14 +96,20 @@ def sweep_here(job_id, config, shutdown_timeout, node=None):
 
 
 def teardown(job_id, nodes, config, graceful=True, here=None):
-    """The job_stop playbook; `graceful` asks the guests to shut down first (timeouts.shutdown).
-    With `here` (Slurm: this node's own VMs) in-process instead, without Ansible."""
+    """This machine's VMs in-process, without Ansible's start-up, and the job_stop playbook on
+    the other nodes; `graceful` asks the guests to shut down first (timeouts.shutdown). With
+    `here` (Slurm) only this node's own VMs."""
+    shutdown_timeout = config.timeouts.shutdown if graceful else 0
     if here:
-        return _sweep_result(job_id, config, config.timeouts.shutdown if graceful else 0, here)
-    variables = stop_variables(job_id, config, config.timeouts.shutdown if graceful else 0)
+        return _sweep_result(job_id, config, shutdown_timeout, here)
+    remote = tuple(node for node in nodes if not is_local(node, config.runner.local_nodes))
+    local = _sweep_result(job_id, config, shutdown_timeout, None) if len(remote) < len(nodes) else None
+    if not remote:
+        return local
+    variables = stop_variables(job_id, config, shutdown_timeout)
     result = run_playbook(
         "stop",
-        nodes,
+        remote,
         variables,
         work_dir=statedir.subdir(config.state_dir, "runner"),
         runner_config=config.runner,
@@ -110,16 +119,25 @@ def teardown(job_id, nodes, config, graceful=True, here=None):
     if result.ok:  # the job dir is gone, and with it what its port and device claims point at
         release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
         release_devices(config.state_dir, naming.job_dir(job_id, config.state_dir))
-    return result
+    if local is None:
+        return result
+    return RunResult(
+        local.ok and result.ok,
+        result.status if local.ok else local.status,
+        result.rc or local.rc,
+        local.seconds + result.seconds,
+        local.failures + result.failures,
+    )
 
 
 def _sweep_result(job_id, config, shutdown_timeout, node):
-    """sweep_here as the playbook's RunResult."""
+    """sweep_here as the playbook's RunResult (`node` None: every domain of the job here)."""
     began = time.monotonic()
     try:
         sweep_here(job_id, config, shutdown_timeout, node=node)
     except Exception as err:  # noqa: BLE001 - a module_utils Refused or libvirt error: reported, not raised
-        return RunResult(False, "failed", 1, time.monotonic() - began, (f"{node}: sweep: {err}",))
+        where = node or socket.gethostname()
+        return RunResult(False, "failed", 1, time.monotonic() - began, (f"{where}: sweep: {err}",))
     return RunResult(True, "successful", 0, time.monotonic() - began, ())
 
 

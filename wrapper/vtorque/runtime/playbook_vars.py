@@ -2,8 +2,8 @@
 
 job_start.yml applies exactly what `start_variables` says (its `vtorque` mapping) and job_stop
 what `stop_variables` says; the playbooks compute nothing of their own. Seeds hold private keys,
-so they travel in a list of their own, looped only by the no_log seed task: the other tasks'
-loop items (kept in runner events) carry no secret.
+so they travel in a list of their own, which vm_start's action plugin keeps out of the task's
+result (and so out of the runner's events).
 """
 
 from xml.sax.saxutils import quoteattr
@@ -35,20 +35,21 @@ def start_variables(plan, config, keys, extra=None, extra_source=""):
                 "node": vm.node,
                 "name": vm.name,
                 "overlay": vm.overlay,
-                "seed": vm.seed,
-                "serial_log": vm.serial_log,
-                "vcpus": vm.vcpus,
-                "memory_mib": vm.memory_mib,
-                "address": vm.address,
-                "job": {"id": plan.job_id, "node": vm.node, "index": vm.index},
-                "nics": [_nic(plan, vm)],
-                "disks": disks,
-                "data_disk": vm.data_disk,
-                "data_disk_size": f"{vm.data_disk_mib}M" if vm.data_disk else None,
-                "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(cores)} for vcpu, cores in vm.cpu_pinning],
-                "iothreads": {"count": vm.iothreads, "cpuset": vm.io_cpuset} if vm.iothreads else None,
-                "emulator_cpuset": vm.io_cpuset,
-                "hostdevs": [{"address": address} for address in vm.hostdevs],
+                "data_disk": {"path": vm.data_disk, "size": f"{vm.data_disk_mib}M"} if vm.data_disk else None,
+                "domain": {  # vm_domain's options of this VM (vm_start renders them with `domain`)
+                    "job": {"id": plan.job_id, "node": vm.node, "index": vm.index},
+                    "vcpus": vm.vcpus,
+                    "memory_mib": vm.memory_mib,
+                    "disks": disks,
+                    "seed": vm.seed,
+                    "nics": [_nic(plan, vm)],
+                    "serial_log": vm.serial_log,
+                    "addresses": [vm.address],
+                    "cpu_pinning": [{"vcpu": vcpu, "cpuset": str(cores)} for vcpu, cores in vm.cpu_pinning],
+                    "iothreads": {"count": vm.iothreads, "cpuset": vm.io_cpuset} if vm.iothreads else None,
+                    "emulator_cpuset": vm.io_cpuset,
+                    "hostdevs": [{"address": address} for address in vm.hostdevs],
+                },
             }
         )
     image = plan.image
@@ -57,16 +58,18 @@ def start_variables(plan, config, keys, extra=None, extra_source=""):
         "vtorque": {
             "uri": plan.uri,
             "job_dir": plan.job_dir,
-            "virt_type": plan.virt_type,
-            "image": image,
-            "boot": boot if image["kernel"] else None,
-            "template": config.domain_template,
-            "extra_devices": [
-                _filesystem(tag, path) for tag, path, _source, kind in plan.mounts if kind == "9p"
-            ],
-            "hugepages": plan.hugepages,
-            "shmem": [{"name": name, "size_mib": size} for name, size in plan.shmem],
-            "fragments": [{"name": name, "template": template} for name, template in plan.fragments],
+            "image": {"path": image["path"], "format": image["format"]},
+            "domain": {  # vm_domain's options every VM shares
+                "virt_type": plan.virt_type,
+                "boot": boot if image["kernel"] else None,
+                "template": config.domain_template,
+                "extra_devices": [
+                    _filesystem(tag, path) for tag, path, _source, kind in plan.mounts if kind == "9p"
+                ],
+                "hugepages": plan.hugepages,
+                "shmem": [{"name": name, "size_mib": size} for name, size in plan.shmem],
+                "fragments": [{"name": name, "template": template} for name, template in plan.fragments],
+            },
             "wait_timeout": config.timeouts.boot,
             "ramdisk": _ramdisk(plan),
             "vms": vms,

@@ -43,6 +43,7 @@ from vtorque.runtime.cancel import STOPPED, Cancellation
 from vtorque.runtime.epilogue import cut_short, teardown
 from vtorque.runtime.playbook_vars import start_variables
 from vtorque.runtime.runner import here, run_playbook
+from vtorque.runtime.telemetry import start_sampler
 from vtorque.scheduler.base import Outcome
 from vtorque.site.catalog import verify_image_files
 
@@ -98,6 +99,7 @@ def start(job, config):
                 update_record(config.state_dir, job.job_id, event=f"console of {vm.name}:\n{console}")
         teardown(job.job_id, plan.nodes, config, graceful=False, here=job.here)
         return _after_failed_start(job, config, node, reason, tell, adapter)
+    start_sampler(job.job_id, config, node=job.here)  # this node's VMs are up; the epilogue stops it
     return Outcome.OK
 
 
@@ -178,10 +180,16 @@ def _publish(job, config, plan, began, playbook_seconds, ready_from):
     unless the epilogue began meanwhile."""
     keys = ("name", "node", "rank", "hostname", "address", "ssh_host", "ssh_port")
     vms = [{key: getattr(vm, key) for key in keys} for vm in plan.vms]
-    document = {"job_id": plan.job_id, "owner": plan.owner.name, "workdir": plan.workdir, "vms": vms}
+    now = time.monotonic()  # the start's seconds: the job sees them as VTORQUE_START_SECONDS
+    document = {
+        "job_id": plan.job_id,
+        "owner": plan.owner.name,
+        "workdir": plan.workdir,
+        "start_seconds": round(now - began, 2),
+        "vms": vms,
+    }
     _write(os.path.join(plan.job_dir, "vms.json"), json.dumps(document, indent=2) + "\n", plan.owner)
     _let_owner_read_consoles(job, config, plan)
-    now = time.monotonic()
     if not update_record(
         config.state_dir,
         job.job_id,

@@ -21,6 +21,7 @@ from vtorque.job.devices import release_devices
 from vtorque.job.ports import release_ports
 from vtorque.job.records import prune_records
 from vtorque.job.spool import STAGING_PREFIX, check_job_id, remove_as_owner
+from vtorque.runtime.telemetry import stop_stale_samplers
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Swept:
 def sweep_node(config, *, dry_run=False):
     adapter = scheduler.for_config(config)
     live = adapter.live_jobs()
+    if not dry_run:
+        stop_stale_samplers(config, live)  # before their job dirs (and pid files) go
     result = sweep_jobs(
         uri=config.libvirt.uri,
         state_dir=config.state_dir,

@@ -69,6 +69,13 @@ class Adapter:
         """Put a failed start's reason on the job where the batch system shows it, if it can."""
 
 
+def start_environment(start_seconds):
+    """VTORQUE_START_SECONDS for the job in its VM: the seconds its start took (the record's
+    `prologue` phase), so a job can account for the walltime its VMs' boot used; nothing when
+    the start did not say (a vms.json written before it did)."""
+    return {} if start_seconds is None else {"VTORQUE_START_SECONDS": str(start_seconds)}
+
+
 def run_command(command, timeout=30):
     """A batch system's command from a hook: captured text, no stdin, never raising on exit."""
     return subprocess.run(

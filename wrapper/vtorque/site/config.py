@@ -220,6 +220,15 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """Per-job VM statistics (`vtorque jobs stats`), sampled by root on each node."""
+
+    interval_seconds: int = opt(10, min=0)  # 0: no sampling
+    max_kib: int = opt(1024, min=16)  # per job and node; beyond it every other sample goes
+    prometheus_textfile_dir: str | None = opt(None, abs_path)  # node_exporter's textfile collector
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     scheduler: Literal["torque", "slurm"] = "torque"  # the batch system (vtorque.scheduler)
     spool_dir: str = opt(DEFAULT_SPOOL_DIR, abs_path)
@@ -244,6 +253,7 @@ class SiteConfig:
     timeouts: Timeouts = opt(Timeouts())
     runner: RunnerConfig = opt(RunnerConfig())
     logging: LoggingConfig = opt(LoggingConfig())
+    telemetry: TelemetryConfig = opt(TelemetryConfig())
     source: str = field(default="(built-in defaults)", compare=False, metadata={"internal": True})
 
 

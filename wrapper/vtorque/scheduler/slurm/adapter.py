@@ -261,9 +261,10 @@ class Adapter(base.Adapter):
         return GUEST_HOSTFILE
 
     @classmethod
-    def guest_environment(cls, environ, job_id, vms=()):
+    def guest_environment(cls, environ, job_id, vms=(), start_seconds=None):
         """What a job script inside the rank-0 VM needs of Slurm's job environment: the job's
-        identity, and the VMs as its nodes (SLURM_JOB_NODELIST, VTORQUE_HOSTFILE for mpirun)."""
+        identity, the VMs as its nodes (SLURM_JOB_NODELIST, VTORQUE_HOSTFILE for mpirun), and
+        VTORQUE_START_SECONDS."""
         keep = (
             "SLURM_JOB_ID",
             "SLURM_JOBID",
@@ -285,6 +286,7 @@ class Adapter(base.Adapter):
             env["SLURM_JOB_NODELIST"] = env["SLURM_NODELIST"] = ",".join(hostnames)
             env["SLURM_JOB_NUM_NODES"] = env["SLURM_NNODES"] = str(len(hostnames))
         env["VTORQUE_HOSTFILE"] = GUEST_HOSTFILE
+        env.update(base.start_environment(start_seconds))
         return env
 
     @staticmethod

@@ -171,10 +171,12 @@ class Adapter(base.Adapter):
         return f"{GUEST_NODEFILE_DIR}/{job_id}"
 
     @classmethod
-    def guest_environment(cls, environ, job_id, vms=()):
-        """The job's PBS_* variables as the guest gets them, $PBS_NODEFILE naming the VMs."""
+    def guest_environment(cls, environ, job_id, vms=(), start_seconds=None):
+        """The job's PBS_* variables as the guest gets them, $PBS_NODEFILE naming the VMs, and
+        VTORQUE_START_SECONDS."""
         env = {key: value for key, value in environ.items() if key.startswith("PBS_")}
         env["PBS_NODEFILE"] = cls.guest_nodefile(job_id)
+        env.update(base.start_environment(start_seconds))
         return env
 
     @staticmethod

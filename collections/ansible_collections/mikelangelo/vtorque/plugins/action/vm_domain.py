@@ -70,6 +70,19 @@ def render_domain_xml(
     return xml
 
 
+def render_for_task(action: ActionBase, params: dict) -> str:
+    """render_domain_xml with the template and fragments searched like the template module's
+    src (the role's or playbook's templates/ first); a failure fails the task."""
+    template = params.get("template")
+    if template:
+        template = action._find_needle("templates", template)
+    fragments = {f["name"]: action._find_needle("templates", f["template"]) for f in params["fragments"]}
+    try:
+        return render_domain_xml(params, template, fragments)
+    except VTorqueModuleError as exc:
+        raise AnsibleActionFail(f"{exc.msg} (domain {exc.target})") from exc
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
@@ -78,16 +91,7 @@ class ActionModule(ActionBase):
         validation, params = self.validate_argument_spec(argument_spec=DOMAIN_ARGSPEC)
         module_args = dict(self._task.args)
         if params["state"] in DEFINING_STATES and not params.get("xml"):
-            template = params.get("template")
-            if template:
-                template = self._find_needle("templates", template)
-            fragments = {
-                f["name"]: self._find_needle("templates", f["template"]) for f in params["fragments"]
-            }
-            try:
-                module_args["xml"] = render_domain_xml(params, template, fragments)
-            except VTorqueModuleError as exc:
-                raise AnsibleActionFail(f"{exc.msg} (domain {exc.target})") from exc
+            module_args["xml"] = render_for_task(self, params)
         result.update(
             self._execute_module(
                 module_name="mikelangelo.vtorque.vm_domain", module_args=module_args, task_vars=task_vars

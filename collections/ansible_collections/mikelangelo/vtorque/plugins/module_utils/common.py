@@ -15,12 +15,15 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import 
 URI_ARGSPEC = dict(uri=dict(type="str", default=naming.DEFAULT_URI))  # every module's libvirt URI
 
 
-def run_module(module, runner, needs_libvirt: bool = True) -> None:
-    """exit_json with ``runner(module)``'s result, or fail_json(msg, reason, target) on our errors."""
+def run_module(module, runner, needs_libvirt: bool = True, invocation: dict | None = None) -> None:
+    """exit_json with ``runner(module)``'s result, or fail_json(msg, reason, target) on our errors.
+    ``invocation``: the arguments the result reports instead of all of them (a module whose
+    arguments hold secrets that are not single values no_log could mask)."""
+    shown = {} if invocation is None else dict(invocation=dict(module_args=invocation))
     if needs_libvirt and not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR, **shown)
     try:
         result = runner(module)
     except VTorqueModuleError as exc:
-        module.fail_json(msg=exc.msg, reason=exc.reason, target=exc.target)
-    module.exit_json(**result)
+        module.fail_json(msg=exc.msg, reason=exc.reason, target=exc.target, **shown)
+    module.exit_json(**result, **shown)

@@ -113,7 +113,7 @@ class DomainState:
                 target=self.name,
             )
 
-    def _request_shutdown(self, mode: str) -> None:
+    def request_shutdown(self, mode: str) -> None:
         flag = (
             libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT
             if mode == "agent"
@@ -148,7 +148,7 @@ class DomainState:
             return dict(changed=False, forced=False)
         if self.check_mode:
             return dict(changed=True, forced=False)
-        self._request_shutdown(mode)
+        self.request_shutdown(mode)
         if wait_for(self.is_stopped, timeout, POLL):
             return dict(changed=True, forced=False)
         if not force:
@@ -169,7 +169,7 @@ class DomainState:
         forced = False
         if self.is_active():
             if timeout > 0:
-                self._request_shutdown(mode)
+                self.request_shutdown(mode)
             forced = not wait_for(self.is_stopped, timeout, POLL)
             self.destroy()
         self._with_domain("undefine", undefine)
