@@ -17,6 +17,7 @@ import pytest
 from lifecycle_site import USER
 from slurm_cluster import SlurmCluster
 from slurm_site import NODES, VENV_BIN, SlurmSite
+from terminals import read_pty, spawn_on_pty
 
 BRIDGE, GATEWAY = "vtbr1", "10.78.0.1"
 
@@ -355,32 +356,9 @@ def test_ten_vm_jobs_at_once_with_cancels_leave_nothing(slurm, libvirt_conn):
         assert slurm.site.leftovers(libvirt_conn, job_id) == [], (job_id, swept.stdout)
 
 
-def read_pty(fd, until, timeout, seen=b""):
-    """Output of the pty `fd` up to `until` (a regex on bytes), or to EOF when `until` is None."""
-    import re
-    import select
-
-    deadline = time.monotonic() + timeout
-    while until is None or not re.search(until, seen):
-        assert time.monotonic() < deadline, f"no {until!r} in {timeout} s: {seen.decode(errors='replace')}"
-        ready, _, _ = select.select([fd], [], [], 1)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the other side closed
-            chunk = b""
-        if not chunk:
-            assert until is None, f"EOF before {until!r}: {seen.decode(errors='replace')}"
-            return seen
-        seen += chunk
-    return seen
-
-
 def spawn_vsalloc(slurm):
     """vsalloc as vtuser on a terminal of its own, once salloc named the job: (pid, the
     terminal's master fd, what it printed, the job id)."""
-    import pty
     import pwd
     import re
 
@@ -396,10 +374,7 @@ def spawn_vsalloc(slurm):
         "SLURM_CONF": str(slurm.cluster.conf),
         "VTORQUE_CONFIG": str(slurm.site.config("n1")),
     }
-    pid, fd = pty.fork()
-    if pid == 0:  # the user's terminal session
-        os.chdir(slurm.site.workdir)
-        os.execvpe(argv[0], argv, env)  # noqa: S606 - argv list
+    pid, fd = spawn_on_pty(argv, env, slurm.site.workdir)
     seen = read_pty(fd, rb"Pending job allocation (\d+)", 30)
     job_id = re.search(rb"Pending job allocation (\d+)", seen).group(1).decode()
     slurm.jobs.append(job_id)

@@ -174,9 +174,25 @@ def test_bad_script_directive_names_the_line(site):
     assert site.calls() == []
 
 
-def test_interactive_vm_job_is_refused(site):
-    done = site.run("vsub", "-I", "-vm", "vcpus=1")
-    assert done.returncode != 0 and "interactive" in done.stderr
+def test_interactive_vm_job_is_submitted_held_with_the_wrapper_as_its_command(site):
+    done = site.run("vsub", "--dry-run", "-I", "-X", "-vm", "vcpus=1")
+    assert done.returncode == 0, done.stderr
+    qsub = json.loads(done.stdout)["qsub"]
+    assert qsub[1:4] == ["-h", "-I", "-X"] and qsub[-2] == "-x", qsub
+    assert qsub[-1].endswith("/wrapper/STDIN")
+
+
+def test_an_interactive_job_qsub_never_names_leaves_nothing_and_passes_qsub_s_code_on(site):
+    done = site.run("vsub", "-I", "-vm", "vcpus=1")  # the stand-in qsub prints no waiting line
+    assert done.returncode == 0, done.stderr
+    (call,) = site.calls()
+    assert call["argv"][:2] == ["-h", "-I"] and call["argv"][-2] == "-x", call
+    assert list(site.spool.iterdir()) == []  # not published: no qrls, no spool dir
+
+
+def test_an_array_vm_job_is_refused(site, job):
+    done = site.run("vsub", "-t", "1-3", "-vm", "vcpus=1", str(job))
+    assert done.returncode != 0 and "array" in done.stderr
     assert site.calls() == []
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import stat
+import sys
 import syslog
 import time
 
@@ -31,6 +32,11 @@ USER_LOG = "vtorque.log"
 def record_path(state_dir, job_id, *, owner_copy=False):
     place = ("records", "owner") if owner_copy else ("records",)
     return os.path.join(state_dir, *place, naming.sanitise_job_id(job_id) + ".json")
+
+
+def stats_path(state_dir, job_id, *, owner_copy=False):
+    """The job's VM statistics (runtime/telemetry.py), beside its record and kept as long."""
+    return record_path(state_dir, job_id, owner_copy=owner_copy).removesuffix(".json") + ".stats"
 
 
 def load_record(state_dir, job_id, *, owner_copy=False):
@@ -65,7 +71,8 @@ def prune_records(state_dir, *, keep_days, live_jobs, dry_run=False):
             continue
         pruned.append(job_id)
         if not dry_run:
-            for stale in (record_path(state_dir, job_id, owner_copy=True), path, f"{path}.lock"):
+            stats = (stats_path(state_dir, job_id, owner_copy=True), stats_path(state_dir, job_id))
+            for stale in (record_path(state_dir, job_id, owner_copy=True), path, f"{path}.lock", *stats):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(stale)
     return pruned
@@ -180,12 +187,16 @@ def message(err):
 
 
 class Reporter:
-    """`report` for one job; once the owner is known, also to their spool log."""
+    """`report` for one job; once the owner is known, also to their spool log; and on the
+    hook's stderr, which is the user's terminal in an interactive Torque job (pbs_mom connects
+    it before the prologue) and the job's .e file in a batch one."""
 
     def __init__(self, state_dir, job_id, spool_job_dir):
         self.state_dir, self.job_id, self.spool, self.owner_uid = state_dir, job_id, spool_job_dir, None
 
     def __call__(self, text):
+        with contextlib.suppress(OSError):
+            print(f"vtorque: job {self.job_id}: {text}", file=sys.stderr, flush=True)
         report(
             text,
             state_dir=self.state_dir,

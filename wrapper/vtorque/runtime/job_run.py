@@ -24,7 +24,7 @@ def main(argv, prog="vtorque job-run"):
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {prog} [--interactive] SPOOL_JOB_DIR [ARGS...]  (run by the job wrapper vsub writes)")
         return 0 if argv else 2
-    interactive = argv[0] == "--interactive"  # vsalloc: a login shell on the user's terminal
+    interactive = argv[0] == "--interactive"  # vsub -I, vsalloc: a login shell on the user's terminal
     argv = argv[1:] if interactive else argv
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import job_dir
 
@@ -46,10 +46,14 @@ def main(argv, prog="vtorque job-run"):
     rank0 = vms["vms"][0]
     batch = scheduler.for_config(config)
     workdir = batch.workdir(os.environ) or vms["workdir"]
-    env = batch.guest_environment(os.environ, job_id, vms["vms"])
+    env = batch.guest_environment(os.environ, job_id, vms["vms"], vms.get("start_seconds"))
     ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)
     if interactive:
-        child = subprocess.Popen([ssh[0], "-t", *ssh[1:], login_command(workdir, env)])  # noqa: S603
+        # vsub -I reads these two lines on the terminal it relays (scheduler.torque.interactive)
+        print(f"vtorque: job {job_id}: logging in to {rank0['hostname']} (exit the shell to end the job)")
+        sys.stdout.flush()
+        x11 = ["-X"] if os.environ.get("DISPLAY") else []  # qsub -I -X gave the job a display
+        child = subprocess.Popen([ssh[0], "-t", *x11, *ssh[1:], login_command(workdir, env)])  # noqa: S603
     else:
         remote = remote_command(workdir, env, args, options.get("vm_prologue"), options.get("vm_epilogue"))
         with open(os.path.join(spool, "job.sh"), "rb") as script:
@@ -68,6 +72,8 @@ def main(argv, prog="vtorque job-run"):
         return 128 + signal.SIGTERM
     if code == SSH_FAILED:
         print(f"vtorque: lost the connection to VM {rank0['name']} (ssh exit 255)", file=sys.stderr)
+    elif interactive:
+        print(f"vtorque: job {job_id}: the shell in {rank0['hostname']} exited with status {code}")
     return code
 
 

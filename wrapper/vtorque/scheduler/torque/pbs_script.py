@@ -54,7 +54,7 @@ def read_script(content, name, prefix=DEFAULT_PREFIX):
     return JobScript(name, content, tuple(kept), tuple(vm), QsubArgs(tuple(options)))
 
 
-def render_job_wrapper(directives, spool_dir, vtorque_bin, config_path=None):
+def render_job_wrapper(directives, spool_dir, vtorque_bin, config_path=None, interactive=False):
     """The script Torque runs instead of the user's (vtorque.job.wrapper_script): the user's
     directives, then `vtorque job-run` with the spool directory found from $PBS_JOBID."""
     return wrapper_script.render_job_wrapper(
@@ -64,4 +64,5 @@ def render_job_wrapper(directives, spool_dir, vtorque_bin, config_path=None):
         job_id_variable="PBS_JOBID",
         generator="vsub",
         config_path=config_path,
+        interactive=interactive,
     )

@@ -116,12 +116,10 @@ def _submit_vm_job(config, args, script, dry_run):
     from vtorque.errors import QsubArgsError
     from vtorque.job.submission import resolve_vm_request
 
-    for letter, why in (
-        ("I", "interactive VM jobs are not supported yet"),
-        ("t", "array VM jobs are not supported yet"),
-    ):
-        if args.has(letter) or script.args.has(letter):
-            raise QsubArgsError(f"-{letter}: {why}; submit without -vm, or as a batch job")
+    if args.has("t") or script.args.has("t"):
+        raise QsubArgsError(
+            "-t: array VM jobs are not supported yet; submit without -vm, or one job per index"
+        )
     options, request = resolve_vm_request(
         config, [*script.vm, *((value, "command line") for value in args.vm)]
     )
@@ -138,6 +136,9 @@ def _submit_vm_job(config, args, script, dry_run):
     user_hold = args.has("h") or script.args.has("h")
     qsub = _qsub_command(config, "qsub")
     options_argv = args.argv() if args.has("h") else ["-h", *args.argv()]
+    interactive = args.has("I")
+    if interactive:
+        options_argv.append("-x")  # qsub -I runs the wrapper as the session's command
     if dry_run:
         wrapper = os.path.join(config.spool_dir, ".staging-XXXXXX", "wrapper", script.name)
         print(
@@ -145,7 +146,7 @@ def _submit_vm_job(config, args, script, dry_run):
         )
         return 0
     qrls, qdel = _qsub_command(config, "qrls"), _qsub_command(config, "qdel")
-    return _queue(
+    return (_interactive if interactive else _queue)(
         config,
         script,
         request=request,
@@ -197,6 +198,36 @@ def _fit_resources(args, script, request, config):
         # scheduler; -l naccesspolicy is only read by Moab/Maui, pbs_sched ignores it (docs/torque.md).
         args = args._replace(options=(*args.options, ("n", None)))
     return args, notes
+
+
+def _interactive(config, script, *, request, asked, qsub_argv, release, qrls, qdel):
+    """qsub -I -h -x WRAPPER on a pty, the spool dir and qrls once qsub names the job, then
+    the user's terminal relayed (vtorque.scheduler.torque.interactive)."""
+    from vtorque.job import spool
+    from vtorque.job.submission import BatchSystem, Submitted, publish_and_release, stage_job
+    from vtorque.job.wrapper_script import installed_vtorque
+    from vtorque.scheduler.torque import interactive
+    from vtorque.scheduler.torque.adapter import Adapter
+    from vtorque.scheduler.torque.pbs_script import render_job_wrapper
+
+    body = render_job_wrapper(
+        (), config.spool_dir, installed_vtorque(), os.environ.get("VTORQUE_CONFIG"), interactive=True
+    )
+    staging, wrapper = stage_job(config, b"", script.name, body)
+    argv = [*qsub_argv, wrapper]
+    batch = BatchSystem("vsub", "qsub", "qrls", "qdel", argv, (), None, Adapter.check_job_id)
+    published = []
+
+    def publish(job_id):
+        published.append(job_id)
+        held = Submitted(job_id, [qrls, job_id] if release else None, [qdel, job_id], b"")
+        publish_and_release(config, staging, batch, held, request=request, asked=asked, argv=argv)
+
+    try:
+        return interactive.run(argv, publish, [qdel])
+    finally:
+        if not published:  # qsub refused the job: nothing was queued
+            spool.remove(staging)
 
 
 def _queue(config, script, *, request, asked, qsub_argv, release, qrls, qdel):

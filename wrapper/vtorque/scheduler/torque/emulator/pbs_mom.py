@@ -22,6 +22,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +52,7 @@ class LocalJob:
     node_count: int
     resources: str
     queue: str = "batch"
+    tty: str | None = None  # qsub -I: the socket its terminal waits on
     session: int = 0
     exit_status: int | None = None
     outputs: list = field(default_factory=list)
@@ -134,11 +138,16 @@ class PbsMom:
         if done.returncode != 0:
             raise VTorqueError(f"vsub failed (exit {done.returncode})")
         job_id = done.stdout.strip().splitlines()[-1]
-        record = next(
-            document
-            for document in (json.loads(path.read_text()) for path in Path(self.queue).glob("*.json"))
-            if document["job_id"] == job_id
-        )
+        record = next(document for document in self._records() if document["job_id"] == job_id)
+        return self._local_job(record, entry, cwd)
+
+    def _records(self):
+        for path in Path(self.queue).glob("*.json"):
+            with contextlib.suppress(ValueError):  # qsub may be writing it right now
+                yield json.loads(path.read_text())
+
+    def _local_job(self, record, entry, cwd):
+        """The LocalJob of a job qsub stored, as pbs_server would hand it to this mom."""
         from vtorque.scheduler.torque.pbs_script import read_script
         from vtorque.scheduler.torque.qsub_args import QsubArgs, parse_qsub_argv, resource
 
@@ -155,14 +164,27 @@ class PbsMom:
         name = names[-1] if names else os.path.basename(given.script)
         resources = ",".join(f"{k}={v}" for k, v in (("nodes", nodes), ("neednodes", nodes)))
         group = grp.getgrgid(entry.pw_gid).gr_name
-        return LocalJob(job_id, name, entry, group, cwd, record["script"], ppn, count, resources)
+        return LocalJob(
+            record["job_id"],
+            name,
+            entry,
+            group,
+            cwd,
+            record["script"],
+            ppn,
+            count,
+            resources,
+            tty=record.get("tty"),
+        )
 
     # --- the job's life, as pbs_mom lives it -------------------------------------------------
     def hosts(self, job):
         """The job's nodes, mother superior (this host's name) first."""
         return (socket.gethostname(), *self.sisters[: job.node_count - 1])
 
-    def prologue(self, job):
+    def prologue(self, job, terminal=None):
+        """The sisters' prologue.parallel, then the MS prologue (its output on `terminal`, the
+        job's pty, for an interactive job); the first non-zero exit code, or 0."""
         with open(self.nodefile(job), "w", encoding="utf-8") as handle:
             handle.write("".join(f"{host}\n" * job.ppn for host in self.hosts(job)))
         with open(self.script_copy(job), "w", encoding="utf-8", errors="surrogateescape") as handle:
@@ -182,7 +204,80 @@ class PbsMom:
             code = self._hook("prologue.parallel", args, job, node_number=number)
             if code != 0:  # the sister refuses to join: Torque requeues the job
                 return code
-        return self._hook("prologue", args, job)
+        return self._hook("prologue", args, job, output=terminal)
+
+    def await_interactive(self, user, cwd, timeout=60):
+        """The LocalJob of the `qsub -I` that `user` started, once it is released (qrls)."""
+        from vtorque.scheduler.torque.emulator.queue import released
+
+        entry = pwd.getpwnam(user)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self._records():
+                if record.get("tty") and released(self.queue, record["job_id"]):
+                    return self._local_job(record, entry, cwd)
+            time.sleep(0.1)
+        raise VTorqueError(f"no interactive job was released within {timeout}s")
+
+    def run_interactive(self, job, kill_delay=KILL_DELAY):
+        """pbs_mom's side of `qsub -I` as a real one played it (docs/torque.md, "Interactive
+        jobs"): the job's pty is connected to qsub first, so the prologue's output is on the
+        user's terminal; any failed prologue aborts (no requeue); the script then runs as the
+        owner with that pty as its controlling terminal, PBS_ENVIRONMENT=PBS_INTERACTIVE, from
+        its home; a qdel is played as for a batch job; the epilogue last. (prologue exit code,
+        the job's exit status)."""
+        from vtorque.scheduler.torque.emulator.queue import deleted
+        from vtorque.terminal import relay
+
+        master, slave = os.openpty()
+        qsub = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        qsub.connect(job.tty)
+        pipe = threading.Thread(
+            target=relay, args=({master: qsub.fileno(), qsub.fileno(): master},), kwargs={"until": master}
+        )
+        pipe.start()
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                prologue = pool.submit(self.prologue, job, slave)
+                while not prologue.done():
+                    if deleted(self.queue, job.job_id):
+                        code, _ = self.qdel_starting(job, prologue, kill_delay)
+                        return code, None
+                    time.sleep(0.2)
+                code = prologue.result()
+            if code != 0:
+                self.epilogue(job, ABORTED)
+                return code, None
+            status = self._interactive_session(job, slave, deleted)
+            return code, status
+        finally:
+            os.close(slave)
+            pipe.join(timeout=10)
+            qsub.close()
+            os.close(master)
+
+    def _interactive_session(self, job, terminal, deleted):
+        env = {**job_environment(job, self.nodefile(job)), "PBS_ENVIRONMENT": "PBS_INTERACTIVE"}
+        child = subprocess.Popen(
+            ["/usr/bin/setsid", "--ctty", self.script_copy(job)],  # a session led on the job's pty
+            cwd=job.user.pw_dir,
+            env=env,
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            umask=HOOK_UMASK,
+            **_as_user(job.user),
+        )
+        job.session = child.pid
+        while child.poll() is None:
+            if deleted(self.queue, job.job_id):
+                self.qdel(job, child)
+                child.wait()
+                self.epilogue(job, QDEL_STATUS)
+                return QDEL_STATUS
+            time.sleep(0.2)
+        self.epilogue(job, child.returncode)
+        return child.returncode
 
     def run_job(self, job, stdout=None, stderr=None):
         """Start the job script (the wrapper) as the owner; a Popen."""
@@ -285,7 +380,7 @@ class PbsMom:
             self.script_copy(job),
         ]
 
-    def _hook(self, event, args, job, as_owner=False, node_number=0):
+    def _hook(self, event, args, job, as_owner=False, node_number=0, output=None):
         """Torque's way: stdin /dev/null, cwd mom_priv (owner: home), minimal environment;
         sisters (node_number > 0) have no node file."""
         env = {
@@ -303,7 +398,8 @@ class PbsMom:
         }
         path = os.path.join(self.pbs_home, "mom_priv", event)
         cwd = job.user.pw_dir if as_owner else os.path.dirname(path)
-        output = subprocess.DEVNULL if event == "epilogue.precancel" else None
+        if event == "epilogue.precancel":
+            output = subprocess.DEVNULL
         done = subprocess.run(
             [path, *args],
             cwd=cwd,

@@ -3,8 +3,14 @@
 `python -m vtorque.scheduler.torque.emulator.queue qsub|qrls|qdel|qstat ARGS...` with
 $VTORQUE_LOCAL_QUEUE set: qsub stores its argv and, as the real qsub does, the script's
 content in `<queue>/<n>.json` and prints the job id `<first + n - 1>.<host>`; qrls and qdel
-record themselves. qstat JOBID answers as pbs_server does: exit 0 for a job it knows, else
-"Unknown Job Id" and exit 153, for a job never submitted, deleted (qdel) or forgotten
+record themselves. `qsub -I` waits as Torque 6.1's does (docs/torque.md, "Interactive jobs"):
+`qsub: waiting for job ID to start`, then, once PbsMom connects the job's terminal to the
+socket `<queue>/<n>.tty`, `qsub: job ID ready`, the session relayed raw, `qsub: job ID
+completed`; a qdel while it waits ends it with `qsub: Job ID was canceled while waiting to
+start` and exit 1; a Ctrl-C while it waits asks whether to delete the job.
+
+qstat JOBID answers as pbs_server does: exit 0 for a job it knows, else "Unknown Job Id" and
+exit 153, for a job never submitted, deleted (qdel) or forgotten
 (`<queue>/<jobid>.forgotten`, left by PbsMom once keep_completed would have passed). `vtorque
 run` then plays pbs_mom for the stored job. $VTORQUE_LOCAL_FIRST_ID (set by PbsMom from its
 pid) keeps job ids, and so domain names, apart between pbs_moms running at once on this machine.
@@ -12,6 +18,7 @@ pid) keeps job ids, and so domain names, apart between pbs_moms running at once 
 
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -23,17 +30,22 @@ def main(argv):
         number = len([name for name in os.listdir(queue) if name.endswith(".json")]) + 1
         first = int(os.environ.get("VTORQUE_LOCAL_FIRST_ID", "1"))
         job_id = f"{first + number - 1}.{socket.gethostname().split('.')[0]}"
+        interactive = "-I" in args
+        with open(args[-1], encoding="utf-8", errors="surrogateescape") as script:
+            content = script.read()
+        record = {"job_id": job_id, "argv": args, "cwd": os.getcwd(), "script": content}
+        if interactive:
+            record["tty"] = os.path.join(queue, f"{number}.tty")
+            listener = _listen(record["tty"])
         with open(os.path.join(queue, f"{number}.json"), "w", encoding="utf-8") as handle:
-            with open(args[-1], encoding="utf-8", errors="surrogateescape") as script:
-                content = script.read()
-            json.dump({"job_id": job_id, "argv": args, "cwd": os.getcwd(), "script": content}, handle)
+            json.dump(record, handle)
+        if interactive:
+            return _interactive(queue, job_id, listener)
         print(job_id)
         return 0
-    calls = os.path.join(queue, "calls.log")
-    with open(calls, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps([program, *args]) + "\n")
+    _record_call(queue, [program, *args])
     if program == "qstat":
-        return _qstat(queue, calls, args[-1])
+        return _qstat(queue, args[-1])
     return 0
 
 
@@ -45,15 +57,77 @@ def _read_json(path):
 UNKNOWN_EXIT = 153  # pbs_server's PBSE_UNKJOBID, as qstat exits with it
 
 
-def _qstat(queue, calls, job_id):
+def deleted(queue, job_id):
+    """Whether job_id's owner (or vsub for them) ran qdel on it."""
+    return _called(queue, "qdel", job_id)
+
+
+def released(queue, job_id):
+    return _called(queue, "qrls", job_id)
+
+
+def _called(queue, program, job_id):
+    with open(os.path.join(queue, "calls.log"), encoding="utf-8") as handle:
+        return any(json.loads(line)[:2] == [program, job_id] for line in handle)
+
+
+def _record_call(queue, argv):
+    with open(os.path.join(queue, "calls.log"), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(argv) + "\n")
+
+
+def _listen(path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(0.2)
+    return listener
+
+
+def _interactive(queue, job_id, listener):
+    """qsub -I's side: wait for the job's terminal (or its deletion), then relay it raw."""
+    from vtorque.terminal import raw_mode, relay
+
+    print(f"qsub: waiting for job {job_id} to start", flush=True)
+    asked = []
+    signal.signal(signal.SIGINT, lambda *_: asked.append(True))
+    while True:
+        if asked:
+            asked.clear()
+            print("Do you wish to terminate the job and exit (y|[n])? ", end="", flush=True)
+            if sys.stdin.readline().strip().lower().startswith("y"):
+                _record_call(queue, ["qdel", job_id])
+                print(f"Job {job_id} is being deleted", flush=True)
+                return 0
+        if deleted(queue, job_id):
+            print(f"qsub: Job {job_id} was canceled while waiting to start", flush=True)
+            return 1
+        try:
+            connection, _ = listener.accept()
+            break
+        except (TimeoutError, InterruptedError):
+            continue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # from now on a Ctrl-C is a byte for the job
+    print(f"qsub: job {job_id} ready\n", flush=True)
+    stdin, stdout, far = sys.stdin.fileno(), sys.stdout.fileno(), connection.fileno()
+    with raw_mode(stdin):
+        relay({stdin: far, far: stdout}, until=far)
+    connection.close()
+    print(f"\nqsub: job {job_id} completed", flush=True)
+    return 0
+
+
+def _qstat(queue, job_id):
     submitted = any(
         _read_json(os.path.join(queue, name))["job_id"] == job_id
         for name in os.listdir(queue)
         if name.endswith(".json")
     )
-    with open(calls, encoding="utf-8") as handle:
-        deleted = any(json.loads(line)[:2] == ["qdel", job_id] for line in handle)
-    if submitted and not deleted and not os.path.exists(os.path.join(queue, f"{job_id}.forgotten")):
+    if (
+        submitted
+        and not deleted(queue, job_id)
+        and not os.path.exists(os.path.join(queue, f"{job_id}.forgotten"))
+    ):
         print(f"Job Id: {job_id}\n    job_state = Q")
         return 0
     print(f"qstat: Unknown Job Id Error {job_id}", file=sys.stderr)
