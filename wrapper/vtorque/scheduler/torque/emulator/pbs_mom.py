@@ -53,6 +53,7 @@ class LocalJob:
     resources: str
     queue: str = "batch"
     tty: str | None = None  # qsub -I: the socket its terminal waits on
+    command: str | None = None  # qsub -I -x: the path of the command the session runs
     session: int = 0
     exit_status: int | None = None
     outputs: list = field(default_factory=list)
@@ -175,6 +176,7 @@ class PbsMom:
             count,
             resources,
             tty=record.get("tty"),
+            command=record.get("command"),
         )
 
     # --- the job's life, as pbs_mom lives it -------------------------------------------------
@@ -224,8 +226,9 @@ class PbsMom:
         jobs"): the job's pty is connected to qsub first, so the prologue's output is on the
         user's terminal; any failed prologue aborts (no requeue); the script then runs as the
         owner with that pty as its controlling terminal, PBS_ENVIRONMENT=PBS_INTERACTIVE, from
-        its home; a qdel is played as for a batch job; the epilogue last. (prologue exit code,
-        the job's exit status)."""
+        its home, by the path qsub was given (`-x`: what is there when the job starts, through
+        the owner's shell); a qdel is played as for a batch job; the epilogue last. (prologue
+        exit code, the job's exit status)."""
         from vtorque.scheduler.torque.emulator.queue import deleted
         from vtorque.terminal import relay
 
@@ -259,7 +262,8 @@ class PbsMom:
     def _interactive_session(self, job, terminal, deleted):
         env = {**job_environment(job, self.nodefile(job)), "PBS_ENVIRONMENT": "PBS_INTERACTIVE"}
         child = subprocess.Popen(
-            ["/usr/bin/setsid", "--ctty", self.script_copy(job)],  # a session led on the job's pty
+            # a session led on the job's pty, as pbs_mom starts it: the owner's shell runs the command
+            ["/usr/bin/setsid", "--ctty", job.user.pw_shell or "/bin/sh", "-c", job.command],
             cwd=job.user.pw_dir,
             env=env,
             stdin=terminal,
@@ -276,7 +280,9 @@ class PbsMom:
                 self.epilogue(job, QDEL_STATUS)
                 return QDEL_STATUS
             time.sleep(0.2)
-        self.epilogue(job, child.returncode)
+        # A real pbs_mom gave the epilogue $10 = 0 after a session whose shell exited 7: the
+        # status of an interactive job is not its command's (qsub -I exits 0 too).
+        self.epilogue(job, 0)
         return child.returncode
 
     def run_job(self, job, stdout=None, stderr=None):

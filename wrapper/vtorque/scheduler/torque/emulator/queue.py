@@ -34,7 +34,8 @@ def main(argv):
         with open(args[-1], encoding="utf-8", errors="surrogateescape") as script:
             content = script.read()
         record = {"job_id": job_id, "argv": args, "cwd": os.getcwd(), "script": content}
-        if interactive:
+        if interactive:  # -x: pbs_mom runs the command by the path given here, when the job starts
+            record["command"] = os.path.abspath(args[-1])
             record["tty"] = os.path.join(queue, f"{number}.tty")
             listener = _listen(record["tty"])
         with open(os.path.join(queue, f"{number}.json"), "w", encoding="utf-8") as handle:
