@@ -13,7 +13,7 @@ import os
 
 from vtorque.job import statedir
 from vtorque.job.plan import PlanError
-from vtorque.job.ports import claim_target, release_claims
+from vtorque.job.ports import claim_target, release_claims, take_claim
 
 CLAIMS = "devices"
 
@@ -50,14 +50,6 @@ def release_devices(state_dir, job_dir=None):
 
 def _claim(claims, job_dir, free, node):
     for address in free:
-        link = os.path.join(claims, address)
-        target = claim_target(link)
-        if target is None and not os.path.lexists(link):  # free
-            os.symlink(job_dir, link)
-        elif target is not None and target != job_dir and not os.path.exists(link):  # a dead job's
-            os.unlink(link)
-            os.symlink(job_dir, link)
-        else:  # a live job's (or not a claim at all)
-            continue
-        return address
+        if take_claim(os.path.join(claims, address), job_dir):
+            return address
     raise PlanError(f"vrdma: every device of node {node} in vrdma.devices is held by another running job")

@@ -57,17 +57,24 @@ def _claim(claims, job_dir, port, base, mine):
         if candidate in mine:
             continue
         link = os.path.join(claims, str(candidate))
-        target = claim_target(link)
-        if target is None and not os.path.lexists(link):  # free
-            os.symlink(job_dir, link)
-        elif target is not None and target != job_dir and not os.path.exists(link):  # a dead job's
-            os.unlink(link)
-            os.symlink(job_dir, link)
-        elif target != job_dir:  # a live job's (or not a claim at all)
-            continue
+        if claim_target(link) != job_dir and not take_claim(link, job_dir):
+            continue  # a live job's (or not a claim at all)
         mine.add(candidate)
         return candidate
     raise PlanError(f"no free SSH forward port left in {base}..{base + SSH_PORT_SPAN - 1} on this node")
+
+
+def take_claim(link, job_dir):
+    """Make `link` a claim of `job_dir` when it is free or a dead job's; whether it was taken."""
+    target = claim_target(link)
+    if target is None and not os.path.lexists(link):  # free
+        os.symlink(job_dir, link)
+        return True
+    if target is not None and target != job_dir and not os.path.exists(link):  # a dead job's
+        os.unlink(link)
+        os.symlink(job_dir, link)
+        return True
+    return False
 
 
 def claim_target(link):
