@@ -31,4 +31,4 @@ if rc:
     print(f"{prog}: simulated failure", file=sys.stderr)
     sys.exit(rc)
 if prog == "qsub":
-    print(f"{count}.fakeserver")
+    print(f"{count}[].fakeserver" if "-t" in args else f"{count}.fakeserver")  # as Torque 6.1 names arrays

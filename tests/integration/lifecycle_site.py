@@ -110,8 +110,9 @@ class Site:
         from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep_jobs
 
         for record in Path(mom.queue).glob("*.json"):
-            job_id = json.loads(record.read_text())["job_id"]
-            sweep_jobs(uri="qemu:///system", state_dir=str(self.state), job_id=job_id)
+            document = json.loads(record.read_text())
+            for job_id in [document["job_id"], *document.get("elements", ())]:
+                sweep_jobs(uri="qemu:///system", state_dir=str(self.state), job_id=job_id)
 
     def vtorque_sweep(self, mom):
         """`vtorque sweep` with this site's config as pbs_mom `mom` plays it, as an admin runs it."""

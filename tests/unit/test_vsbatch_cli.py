@@ -382,14 +382,21 @@ def test_user_mode_refuses_several_vms_at_submission_and_submits_nothing(site, j
     assert site.calls() == [] and os.listdir(site.spool) == []
 
 
+def test_an_array_vm_job_is_marked_in_its_comment_with_the_users_comment_after_it(site, job):
+    argv, _ = plan(site, "--vm", "vcpus=1", "-a", "1-3", str(job))
+    assert argv[-2] == "--comment=vtorque-array" and "-a" in argv  # then the wrapper
+    argv, _ = plan(site, "--vm", "vcpus=1", "--comment", "mine", str(job), SBATCH_ARRAY_INX="1-3")
+    assert argv[-2] == "--comment=vtorque-array mine"  # after the user's own: sbatch takes the last
+    argv, _ = plan(site, "--vm", "vcpus=1", "--comment", "mine", str(job))
+    assert not any(arg.startswith("--comment=vtorque") for arg in argv)  # not an array: not marked
+
+
 # --- refused, nothing submitted -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["-a", "1-3"], {}, "--array: array VM jobs are not supported yet"),
-        ([], {"SBATCH_ARRAY_INX": "1-3"}, "--array: array VM jobs"),
         (["-W"], {}, "--wait: vsbatch releases the held job only after sbatch returns"),
         (["--test-only"], {}, "--test-only: see what would be submitted with vsbatch --dry-run"),
         (["-n", "4"], {}, "--ntasks: it does not say how many CPUs each node gets"),

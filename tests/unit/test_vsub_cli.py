@@ -190,10 +190,25 @@ def test_an_interactive_job_qsub_never_names_leaves_nothing_and_passes_qsub_s_co
     assert list(site.spool.iterdir()) == []  # not published: no qrls, no spool dir
 
 
-def test_an_array_vm_job_is_refused(site, job):
+def test_an_array_vm_job_is_held_published_under_the_array_id_and_released(site, job):
     done = site.run("vsub", "-t", "1-3", "-vm", "vcpus=1", str(job))
-    assert done.returncode != 0 and "array" in done.stderr
-    assert site.calls() == []
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "1[].fakeserver\n"
+    qsub, qrls = site.calls()
+    assert qsub["argv"][:3] == ["-h", "-t", "1-3"] and qrls == {
+        "prog": "qrls",
+        "argv": ["1[].fakeserver"],
+        "script": None,
+    }
+    (spool,) = site.spool.iterdir()  # every element's prologue finds the request here
+    assert spool.name == "1[].fakeserver"
+    assert json.loads((spool / "request.json").read_text())["job_id"] == "1[].fakeserver"
+
+
+def test_an_interactive_array_vm_job_is_refused(site):
+    done = site.run("vsub", "-I", "-t", "1-3", "-vm", "vcpus=1")
+    assert done.returncode != 0 and "-t with -I" in done.stderr
+    assert site.calls() == [] and list(site.spool.iterdir()) == []
 
 
 def test_qsub_failure_leaves_no_spool_and_passes_exit_code(site, job):

@@ -42,7 +42,9 @@ def main(argv=None):
         print(f"vtorque-hook: {err}", file=sys.stderr)
         return 2
     # an unreadable config: the defaults tell where the spool and state are
-    if not _is_vm_job(adapter.hook_job_id(args, os.environ), data_or_empty):
+    if not _is_vm_job(
+        adapter.hook_job_id(args, os.environ), adapter.hook_spool_key(args, os.environ), data_or_empty
+    ):
         return 0
     try:
         return _handle(adapter, name, args, path, data)
@@ -51,8 +53,11 @@ def main(argv=None):
         return adapter.failure_exit(name)
 
 
-def _is_vm_job(job_id, data):
-    """The fast path: the spool dir vsub made, or state vTorque keeps on this node."""
+def _is_vm_job(job_id, spool_key, data):
+    """The fast path: the spool dir vsub made (an array element's is its array's), or state
+    vTorque keeps on this node; an unknown `spool_key` (None) may be a VM job."""
+    if spool_key is None:
+        return True
     from ansible_collections.mikelangelo.vtorque.plugins.module_utils.naming import DEFAULT_STATE_DIR, job_dir
 
     from vtorque.site.config_file import DEFAULT_SPOOL_DIR
@@ -62,7 +67,7 @@ def _is_vm_job(job_id, data):
         state_dir = job_dir(job_id, str(state))
     except ValueError:
         return False  # not a job id vTorque could have used
-    return os.path.lexists(os.path.join(str(spool), job_id)) or os.path.lexists(state_dir)
+    return os.path.lexists(os.path.join(str(spool), spool_key)) or os.path.lexists(state_dir)
 
 
 def _handle(adapter_class, name, args, path, data):
@@ -85,6 +90,8 @@ def _handle(adapter_class, name, args, path, data):
         return adapter_class.failure_exit(name)
     adapter = adapter_class(config)
     job = adapter.job_from_hook(name, args, os.environ)
+    if not _is_vm_job(job.job_id, job.spool_key, data or {}):
+        return 0  # what the fast path could not tell: the batch system's word, no spool dir
     outcome = Outcome.OK
     if job.event is Event.CANCEL:
         from vtorque.runtime.cancel import cancel

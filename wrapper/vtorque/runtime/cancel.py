@@ -23,7 +23,7 @@ FLAG_POLL_SECONDS = 1.0  # how often a starting prologue looks for the flag (a f
 def cancel(job, config):
     """As the job owner: tell a prologue still starting the VMs to stop, and end the job's SSH
     session now, so the job ends promptly; root's epilogue then tears the VMs down."""
-    spool = os.path.join(config.spool_dir, job.job_id)
+    spool = os.path.join(config.spool_dir, job.spool_key)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
         os.close(os.open(os.path.join(spool, CANCELLED_FLAG), flags, 0o644))

@@ -14,6 +14,7 @@ import time
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.sweep import sweep_jobs
 
+from vtorque import scheduler
 from vtorque.errors import VTorqueError
 from vtorque.job import statedir
 from vtorque.job.devices import release_devices
@@ -142,7 +143,11 @@ def _sweep_result(job_id, config, shutdown_timeout, node):
 
 
 def _remove_spool_dir(config, job):
+    """The job's spool dir goes with it; an array's with its last element (when two end at
+    once, or the batch system cannot tell, the sweep removes it after spool_grace_minutes)."""
+    if job.array_id and scheduler.for_config(config).array_may_run(job.array_id, job.job_id) is not False:
+        return
     try:
-        remove_as_owner(os.path.join(config.spool_dir, job.job_id), owner_uid=owner_of(job.user).uid)
+        remove_as_owner(os.path.join(config.spool_dir, job.spool_key), owner_uid=owner_of(job.user).uid)
     except (KeyError, VTorqueError) as err:
         report(f"the spool dir stays: {message(err)}", state_dir=config.state_dir, job_id=job.job_id)

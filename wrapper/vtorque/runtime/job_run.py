@@ -32,9 +32,13 @@ def main(argv, prog="vtorque job-run"):
     from vtorque.guest.ssh import OWNER_KNOWN_HOSTS, ssh_command
     from vtorque.site.config import load_config
 
-    spool, args = argv[0], argv[1:]
-    job_id = os.path.basename(os.path.normpath(spool))
+    spool, args = os.path.normpath(argv[0]), argv[1:]
     config = load_config()
+    batch = scheduler.for_config(config)
+    # The wrapper names the spool dir by the batch system's job id variable; an array element
+    # (42[3].head, 42_3) runs in the dir of its array, in VMs of its own.
+    job_id = batch.running_job_id(os.environ) or os.path.basename(spool)
+    spool = os.path.join(os.path.dirname(spool), batch.spool_key(job_id))
     state = job_dir(job_id, config.state_dir)
     try:
         with open(os.path.join(state, "vms.json"), encoding="utf-8") as handle:
@@ -44,7 +48,6 @@ def main(argv, prog="vtorque job-run"):
     except (OSError, ValueError) as err:
         raise VTorqueError(_why_no_vms(config, job_id, err)) from None
     rank0 = vms["vms"][0]
-    batch = scheduler.for_config(config)
     workdir = batch.workdir(os.environ) or vms["workdir"]
     env = batch.guest_environment(os.environ, job_id, vms["vms"], vms.get("start_seconds"))
     ssh = ssh_command(state, vms["owner"], rank0["ssh_host"], rank0["ssh_port"], OWNER_KNOWN_HOSTS)

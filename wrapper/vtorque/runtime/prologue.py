@@ -63,7 +63,7 @@ def start(job, config):
     Slurm: every node runs this in its own hook and computes the same plan)."""
     began, began_wall = time.monotonic(), time.time()
     deadline = began + config.timeouts.prologue - TEARDOWN_RESERVE  # a failed start destroys: no ACPI wait
-    spool = os.path.join(config.spool_dir, job.job_id)
+    spool = os.path.join(config.spool_dir, job.spool_key)
     tell = Reporter(config.state_dir, job.job_id, spool)
     adapter = scheduler.for_config(config)
     try:

@@ -41,6 +41,13 @@ class AllocatedJob:
     # The node this hook runs on, where each node starts and ends its own VMs in its own hook
     # (Slurm); None where the primary node's hook does it for every node (Torque).
     here: str | None = None
+    # An array job's element shares the spool dir vsub made under the array's id (Torque's
+    # 42[].head for 42[3].head, Slurm's 42 for 42_3); None: the job's own id names it.
+    array_id: str | None = None
+
+    @property
+    def spool_key(self):
+        return self.array_id or self.job_id
 
     @property
     def primary(self):
@@ -53,6 +60,27 @@ class Adapter:
 
     per_node = False  # True: each node's own hook starts its own VMs (AllocatedJob.here)
     cancel_poll_seconds = None  # how often a start asks the batch system whether it is wanted
+
+    @staticmethod
+    def spool_key(job_id):
+        """The spool dir name of `job_id` (an array element's is its array's)."""
+        return job_id
+
+    @classmethod
+    def hook_spool_key(cls, args, environ):
+        """The spool dir name a hook's job would have, for the bare-metal fast path; None when
+        only the slow path can tell (then the job is treated as a possible VM job)."""
+        return cls.spool_key(cls.hook_job_id(args, environ))
+
+    @staticmethod
+    def running_job_id(environ):
+        """The job's own id as its batch script sees it (what hooks call the job), or None."""
+        return None
+
+    def array_may_run(self, array_id, element):
+        """Whether another element of the array may still run (True), none (False), or None
+        when the batch system could not tell; the last element's end removes the spool dir."""
+        return None
 
     def key_secret(self):
         """Bytes every node derives the job's keys from, or None: fresh keys per start."""

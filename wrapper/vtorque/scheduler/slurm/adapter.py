@@ -29,6 +29,10 @@ PROLOG_EXIT = {
     Outcome.CANCELLED: 0,
 }
 JOB_ID_RE = re.compile(r"[0-9]+")
+ARRAY_ELEMENT_RE = re.compile(r"([0-9]+)_([0-9]+)")  # 42_3: the array's id, the element's index
+# vsbatch starts the Comment of an array VM job with this: slurmd gives a Prolog the element's
+# own SLURM_JOB_ID and its Comment, not its array's id, which `scontrol show job` then tells.
+ARRAY_MARK = "vtorque-array"
 # What `scontrol show job` says of a job whose current attempt may still start: during the
 # Prolog it is CONFIGURING or RUNNING (Reason=Prolog); a cancel makes it COMPLETING, a failed
 # Prolog elsewhere PENDING again (requeued).
@@ -76,8 +80,16 @@ class Adapter(base.Adapter):
     def hook_job_id(args, environ):
         return environ.get("SLURM_JOB_ID", "")
 
+    @classmethod
+    def hook_spool_key(cls, args, environ):
+        if environ.get("SLURM_ARRAY_JOB_ID"):
+            return environ["SLURM_ARRAY_JOB_ID"]
+        if environ.get("SLURM_JOB_COMMENT", "").startswith(ARRAY_MARK):
+            return None  # perhaps an element of an array VM job: job_from_hook asks slurmctld
+        return cls.hook_job_id(args, environ)
+
     def job_from_hook(self, name, args, environ):
-        job_id = environ.get("SLURM_JOB_ID", "")
+        job_id, array_id = self._element(environ)
         here = environ.get("SLURMD_NODENAME") or socket.gethostname()
         after = EVENTS[name] == "epilog"
         try:
@@ -105,7 +117,28 @@ class Adapter(base.Adapter):
             exit_status=_exit_status(environ.get("SLURM_JOB_EXIT_CODE2")) if after else None,
             requeued=after and self._requeued(job_id),
             here=here,
+            array_id=array_id,
         )
+
+    def _element(self, environ):
+        """(job id, array id): an array element is `<array>_<index>` everywhere in vTorque, as
+        scontrol and squeue spell it; (SLURM_JOB_ID, None) for any other job."""
+        job_id = environ.get("SLURM_JOB_ID", "")
+        array, index = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+        if not (array and index) and environ.get("SLURM_JOB_COMMENT", "").startswith(ARRAY_MARK):
+            fields = self._show_job(job_id)  # slurmctld's word, not the comment the user may edit
+            array, index = fields.get("ArrayJobId"), fields.get("ArrayTaskId")
+        if array and index and JOB_ID_RE.fullmatch(array) and JOB_ID_RE.fullmatch(index):
+            return f"{array}_{index}", array
+        return job_id, None
+
+    def _show_job(self, job_id):
+        """`scontrol show job -o` as {field: value}; {} when slurmctld cannot tell."""
+        try:
+            done = self._scontrol("show", "job", "-o", job_id)
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        return dict(re.findall(r"(?:^|\s)(\w+)=(\S*)", done.stdout)) if done.returncode == 0 else {}
 
     @classmethod
     def failure_exit(cls, name):
@@ -187,7 +220,7 @@ class Adapter(base.Adapter):
 
     def live_jobs(self):
         """Every job slurmctld has not finished, on any node (a superset is safe for the sweep)."""
-        done = _run([self.slurm.squeue, "-h", "-t", "all", "-o", "%i %T"])
+        done = _run([self.slurm.squeue, "-h", "-r", "-t", "all", "-o", "%i %T"])  # -r: 42_3, not 42_[1-4]
         if done.returncode != 0:
             raise VTorqueError(
                 f"{self.slurm.squeue} failed (exit {done.returncode}): {done.stderr.strip()[-200:]}"
@@ -225,6 +258,17 @@ class Adapter(base.Adapter):
         state = self.job_state(job_id)
         return state is not None and state not in STARTING_STATES
 
+    def array_may_run(self, array_id, element):
+        """`squeue -r -j ARRAY` lists the elements slurmctld still has, one per line."""
+        try:
+            done = _run([self.slurm.squeue, "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i %T"])
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0:
+            return False if INVALID_JOB.lower() in done.stderr.lower() else None
+        rows = (line.split() for line in done.stdout.splitlines())
+        return any(len(row) == 2 and row[0] != element and row[1] not in FINAL_STATES for row in rows)
+
     @property
     def cancel_poll_seconds(self):
         return self.slurm.cancel_poll_seconds
@@ -250,6 +294,16 @@ class Adapter(base.Adapter):
         return _run([self.slurm.scontrol, *args])
 
     # --- the job's side ------------------------------------------------------------------
+    @staticmethod
+    def spool_key(job_id):
+        match = ARRAY_ELEMENT_RE.fullmatch(job_id)
+        return match.group(1) if match else job_id
+
+    @staticmethod
+    def running_job_id(environ):
+        array, index = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+        return f"{array}_{index}" if array and index else environ.get("SLURM_JOB_ID") or None
+
     @staticmethod
     def check_job_id(job_id):
         if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):

@@ -26,7 +26,9 @@ Resources are fitted the Slurm way, per node, each change noted on stderr:
   named by -w/-F are not counted here: the Prolog checks the real allocation again.
 - Whole nodes: `--exclusive` is added when policy.exclusive_node_alloc is true (Slurm itself
   enforces it), unless the user's own plain --exclusive is in force.
-Refused for VM jobs, nothing submitted: arrays, heterogeneous jobs, --wait (the job is
+An array (--array) is one job per element, each in VMs of its own; its comment starts with
+vTorque's mark (ARRAY_MARK), the user's own comment after it.
+Refused for VM jobs, nothing submitted: heterogeneous jobs, --wait (the job is
 released only after sbatch returns), --test-only (use --dry-run), --uid/--gid, #PBS/#BSUB
 lines sbatch would translate, and a script sbatch itself would refuse (no #! line, DOS line
 breaks: the wrapper sbatch sees instead would pass). `--wrap=COMMAND` works: the script
@@ -39,6 +41,7 @@ import os
 import sys
 
 from vtorque.job.submission import VM_KEYS_HELP
+from vtorque.scheduler.slurm.adapter import ARRAY_MARK
 
 HELP = f"""\
 usage: vsbatch [sbatch options] [--vm key=value[,key=value...]]... [script [args...]]
@@ -59,7 +62,6 @@ NOT_PASSED_ON = ("wrap", "parsable", "quiet")
 INFORMATION = ("help", "usage", "version")  # sbatch answers these and submits nothing
 MEMORY = ("mem", "mem-per-cpu", "mem-per-gpu")
 UNSUPPORTED = {
-    "array": "array VM jobs are not supported yet",
     "wait": "vsbatch releases the held job only after sbatch returns, so sbatch cannot wait for it",
     "test-only": "see what would be submitted with vsbatch --dry-run instead",
     "uid": "a VM job runs as the user who submits it",
@@ -196,6 +198,10 @@ def _submit_vm_job(config, args, script):
     asked, request = resolve_vm_request(config, [*script.vm, *((value, "command line") for value in args.vm)])
     fitted, notes = fit_resources(script.args.options, environment, args.options, request, config)
     check_network_fits(config.network.mode, most_nodes(merged), request.vms_per_node)
+    if merged.has("array"):
+        user_comment = merged.last("comment")
+        fitted.append(_array_comment(user_comment.value if user_comment else None))
+        notes.append(f"an array VM job's comment starts with {ARRAY_MARK!r} (each element's Prolog reads it)")
     for note in notes:
         print(f"{TOOL}: note: {note}", file=sys.stderr)
     sbatch = slurm_command(config, "sbatch")
@@ -218,6 +224,11 @@ def _submit_vm_job(config, args, script):
         release=not merged.has("hold"),  # the user's own hold (command line or #SBATCH) stays
         show=_shown_output(parsable=merged.has("parsable"), quiet=args.has("quiet")),
     )
+
+
+def _array_comment(comment):
+    """--comment for an array VM job: vTorque's mark, then the user's own comment."""
+    return f"--comment={ARRAY_MARK} {comment or ''}".rstrip()
 
 
 def slurm_command(config, name):

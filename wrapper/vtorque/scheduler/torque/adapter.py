@@ -34,6 +34,9 @@ START_EXIT = {
     Outcome.CANCELLED: 0,
 }
 JOB_ID_RE = re.compile(r"[0-9]+(\[[0-9]*\])?(\.[A-Za-z0-9-]+)*")
+ARRAY_ELEMENT_RE = re.compile(r"([0-9]+)\[([0-9]+)\]((?:\.[A-Za-z0-9-]+)*)")  # 42[3].head
+# pbs_mom's file names in mom_priv/jobs spell an element 42-3.head (42[3].head elsewhere)
+JOB_FILE_ELEMENT_RE = re.compile(r"([0-9]+)-([0-9]+)((?:\.[A-Za-z0-9-]+)*)")
 UNKNOWN_JOB = "Unknown Job Id"  # what qstat says (exit 153) of a job the server has forgotten
 GUEST_NODEFILE_DIR = "/var/spool/torque/aux"  # where $PBS_NODEFILE points inside the guests
 
@@ -91,6 +94,7 @@ class Adapter(base.Adapter):
             workdir=environ.get("PBS_O_WORKDIR") or None,
             exit_status=exit_status,
             requeued=exit_status in REQUEUE_STATUSES,
+            array_id=array_of(args[0]),
         )
 
     @staticmethod
@@ -143,7 +147,8 @@ class Adapter(base.Adapter):
             raise VTorqueError(
                 f"cannot list running jobs in {jobs_dir}: {err.strerror} (torque.pbs_home?)"
             ) from None
-        return sorted({name.rsplit(".", 1)[0] for name in names if name.endswith((".SC", ".JB", ".TK"))})
+        stems = {name.rsplit(".", 1)[0] for name in names if name.endswith((".SC", ".JB", ".TK"))}
+        return sorted(JOB_FILE_ELEMENT_RE.sub(r"\1[\2]\3", stem) for stem in stems)
 
     def may_run(self, job_id):
         """Whether pbs_server may still run `job_id` (queued, held or running): False once it is
@@ -158,7 +163,29 @@ class Adapter(base.Adapter):
             return None if state is None else state.group(1) != "C"
         return False if UNKNOWN_JOB in done.stderr else None
 
+    def array_may_run(self, array_id, element):
+        """`qstat -t 42[].head` lists every element with its state; C is completed."""
+        try:
+            done = _run([self.torque.qstat, "-t", array_id])
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0:
+            return False if UNKNOWN_JOB in done.stderr else None
+        rows = (line.split() for line in done.stdout.splitlines())
+        return any(
+            len(row) >= 3 and ARRAY_ELEMENT_RE.fullmatch(row[0]) and row[0] != element and row[-2] != "C"
+            for row in rows
+        )
+
     # --- the job's side ------------------------------------------------------------------
+    @staticmethod
+    def spool_key(job_id):
+        return array_of(job_id) or job_id
+
+    @staticmethod
+    def running_job_id(environ):
+        return environ.get("PBS_JOBID") or None
+
     @staticmethod
     def check_job_id(job_id):
         """What qsub printed must be a job id in Torque's own spelling."""
@@ -182,6 +209,12 @@ class Adapter(base.Adapter):
     @staticmethod
     def workdir(environ):
         return environ.get("PBS_O_WORKDIR")
+
+
+def array_of(job_id):
+    """The array id of an element (42[3].head: 42[].head), None for any other job id."""
+    match = ARRAY_ELEMENT_RE.fullmatch(job_id)
+    return f"{match.group(1)}[]{match.group(3)}" if match else None
 
 
 def read_nodefile(path):

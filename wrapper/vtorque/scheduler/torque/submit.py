@@ -116,10 +116,6 @@ def _submit_vm_job(config, args, script, dry_run):
     from vtorque.errors import QsubArgsError
     from vtorque.job.submission import resolve_vm_request
 
-    if args.has("t") or script.args.has("t"):
-        raise QsubArgsError(
-            "-t: array VM jobs are not supported yet; submit without -vm, or one job per index"
-        )
     options, request = resolve_vm_request(
         config, [*script.vm, *((value, "command line") for value in args.vm)]
     )
@@ -137,6 +133,8 @@ def _submit_vm_job(config, args, script, dry_run):
     qsub = _qsub_command(config, "qsub")
     options_argv = args.argv() if args.has("h") else ["-h", *args.argv()]
     interactive = args.has("I")
+    if interactive and merged.has("t"):
+        raise QsubArgsError("-t with -I: an interactive job is one session, not an array; drop -t")
     if interactive:
         options_argv.append("-x")  # qsub -I runs the wrapper as the session's command
     if dry_run:

@@ -46,6 +46,7 @@ def job_environment(job, nodefile):
             "PBS_O_WORKDIR": job.workdir,
             "PBS_O_QUEUE": job.queue,
             "PBS_O_SERVER": host,
+            **({} if job.array_index is None else {"PBS_ARRAYID": str(job.array_index)}),
         }
     )
     return env

@@ -11,6 +11,7 @@ epilogue, as root without a node file, and the site config names them local node
 """
 
 import contextlib
+import dataclasses
 import grp
 import itertools
 import json
@@ -54,6 +55,8 @@ class LocalJob:
     queue: str = "batch"
     tty: str | None = None  # qsub -I: the socket its terminal waits on
     command: str | None = None  # qsub -I -x: the path of the command the session runs
+    elements: tuple = ()  # qsub -t: the array's element ids (this job is the array, N[].host)
+    array_index: int | None = None  # an element of an array: its $PBS_ARRAYID
     session: int = 0
     exit_status: int | None = None
     outputs: list = field(default_factory=list)
@@ -177,7 +180,19 @@ class PbsMom:
             resources,
             tty=record.get("tty"),
             command=record.get("command"),
+            elements=tuple(record.get("elements", ())),
         )
+
+    def elements(self, array):
+        """The LocalJobs of an array's elements, as pbs_server hands them out: `N[i].host`,
+        named `NAME-i`, with $PBS_ARRAYID = i."""
+        jobs = []
+        for element in array.elements:
+            index = int(element.split("[", 1)[1].split("]", 1)[0])
+            jobs.append(
+                dataclasses.replace(array, job_id=element, name=f"{array.name}-{index}", array_index=index)
+            )
+        return jobs
 
     # --- the job's life, as pbs_mom lives it -------------------------------------------------
     def hosts(self, job):
@@ -187,6 +202,7 @@ class PbsMom:
     def prologue(self, job, terminal=None):
         """The sisters' prologue.parallel, then the MS prologue (its output on `terminal`, the
         job's pty, for an interactive job); the first non-zero exit code, or 0."""
+        self._element_state(job, "R")
         with open(self.nodefile(job), "w", encoding="utf-8") as handle:
             handle.write("".join(f"{host}\n" * job.ppn for host in self.hosts(job)))
         with open(self.script_copy(job), "w", encoding="utf-8", errors="surrogateescape") as handle:
@@ -360,6 +376,7 @@ class PbsMom:
         for path in (self.nodefile(job), self.script_copy(job)):  # pbs_mom drops them with the job
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        self._element_state(job, "C")  # a real pbs_server still showed R while the epilogue ran
         return code
 
     # --- helpers ---------------------------------------------------------------------------
@@ -367,7 +384,15 @@ class PbsMom:
         return os.path.join(self.pbs_home, "aux", job.job_id)
 
     def script_copy(self, job):
-        return os.path.join(self.pbs_home, "mom_priv", "jobs", f"{job.job_id}.SC")
+        """mom_priv/jobs/<id>.SC; an element's file is named 51-1.vm.SC for 51[1].vm, as Torque 6.1 does."""
+        stem = job.job_id.replace("[", "-").replace("]", "", 1) if job.array_index is not None else job.job_id
+        return os.path.join(self.pbs_home, "mom_priv", "jobs", f"{stem}.SC")
+
+    def _element_state(self, job, state):
+        if job.array_index is not None:
+            from vtorque.scheduler.torque.emulator.queue import set_element_state
+
+            set_element_state(self.queue, job.job_id, state)
 
     def _epilogue_args(
         self, job, status, used="cput=00:00:00,vmem=0kb,walltime=00:00:01,mem=0kb", session=None

@@ -9,6 +9,11 @@ socket `<queue>/<n>.tty`, `qsub: job ID ready`, the session relayed raw, `qsub: 
 completed`; a qdel while it waits ends it with `qsub: Job ID was canceled while waiting to
 start` and exit 1; a Ctrl-C while it waits asks whether to delete the job.
 
+`qsub -t RANGE` makes an array, named `<n>[].<host>` as Torque 6.1 names it; PbsMom runs its
+elements `<n>[i].<host>` and leaves each one's state in `<queue>/<element>.state` (R while it
+runs, its epilogue too, as a real pbs_server showed it; C once done), which `qstat -t ARRAY`
+lists as pbs_server does.
+
 qstat JOBID answers as pbs_server does: exit 0 for a job it knows, else "Unknown Job Id" and
 exit 153, for a job never submitted, deleted (qdel) or forgotten
 (`<queue>/<jobid>.forgotten`, left by PbsMom once keep_completed would have passed). `vtorque
@@ -29,11 +34,15 @@ def main(argv):
     if program == "qsub":
         number = len([name for name in os.listdir(queue) if name.endswith(".json")]) + 1
         first = int(os.environ.get("VTORQUE_LOCAL_FIRST_ID", "1"))
-        job_id = f"{first + number - 1}.{socket.gethostname().split('.')[0]}"
-        interactive = "-I" in args
         with open(args[-1], encoding="utf-8", errors="surrogateescape") as script:
             content = script.read()
+        indices = _array_indices(args, content)
+        number_id, host = first + number - 1, socket.gethostname().split(".")[0]
+        job_id = f"{number_id}[].{host}" if indices else f"{number_id}.{host}"
+        interactive = "-I" in args
         record = {"job_id": job_id, "argv": args, "cwd": os.getcwd(), "script": content}
+        if indices:
+            record["elements"] = [f"{number_id}[{index}].{host}" for index in indices]
         if interactive:  # -x: pbs_mom runs the command by the path given here, when the job starts
             record["command"] = os.path.abspath(args[-1])
             record["tty"] = os.path.join(queue, f"{number}.tty")
@@ -46,7 +55,48 @@ def main(argv):
         return 0
     _record_call(queue, [program, *args])
     if program == "qstat":
-        return _qstat(queue, args[-1])
+        return _qstat_array(queue, args[-1]) if "-t" in args else _qstat(queue, args[-1])
+    return 0
+
+
+def _array_indices(args, content):
+    """The indices of `-t 1-3,7` (the command line's, else a `#PBS -t` line's; `%N` ignored)."""
+    spec = next((args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "-t"), None)
+    for line in content.splitlines() if spec is None else ():
+        if line.startswith("#PBS") and line.split()[1:2] == ["-t"]:
+            spec = line.split()[2]
+    indices = []
+    for part in filter(None, (spec or "").split("%")[0].split(",")):
+        low, _, high = part.partition("-")
+        indices += range(int(low), int(high or low) + 1)
+    return indices
+
+
+def element_state(queue, element):
+    try:
+        with open(os.path.join(queue, f"{element}.state"), encoding="ascii") as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return "Q"
+
+
+def set_element_state(queue, element, state):
+    with open(os.path.join(queue, f"{element}.state"), "w", encoding="ascii") as handle:
+        handle.write(state)
+
+
+def _qstat_array(queue, array_id):
+    """`qstat -t ARRAY`: a header, then one line per element: id, name, user, time, state, queue."""
+    records = [_read_json(os.path.join(queue, name)) for name in os.listdir(queue) if name.endswith(".json")]
+    record = next((r for r in records if r["job_id"] == array_id and r.get("elements")), None)
+    if record is None or deleted(queue, array_id):
+        print(f"qstat: Unknown Job Id Error {array_id}", file=sys.stderr)
+        return UNKNOWN_EXIT
+    print("Job ID                    Name             User            Time Use S Queue")
+    print("------------------------- ---------------- --------------- -------- - -----")
+    for element in record["elements"]:
+        index = element.split("[")[1].split("]")[0]
+        print(f"{element:<25} job-{index:<12} user 0 {element_state(queue, element)} batch")
     return 0
 
 
@@ -119,17 +169,16 @@ def _interactive(queue, job_id, listener):
 
 
 def _qstat(queue, job_id):
-    submitted = any(
-        _read_json(os.path.join(queue, name))["job_id"] == job_id
-        for name in os.listdir(queue)
-        if name.endswith(".json")
-    )
+    records = [_read_json(os.path.join(queue, name)) for name in os.listdir(queue) if name.endswith(".json")]
+    record = next((r for r in records if r["job_id"] == job_id), None)
     if (
-        submitted
+        record
         and not deleted(queue, job_id)
         and not os.path.exists(os.path.join(queue, f"{job_id}.forgotten"))
     ):
-        print(f"Job Id: {job_id}\n    job_state = Q")
+        elements = record.get("elements")
+        done = elements and all(element_state(queue, element) == "C" for element in elements)
+        print(f"Job Id: {job_id}\n    job_state = {'C' if done else 'Q'}")  # an array: C once all are
         return 0
     print(f"qstat: Unknown Job Id Error {job_id}", file=sys.stderr)
     return UNKNOWN_EXIT
