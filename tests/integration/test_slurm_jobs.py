@@ -409,3 +409,39 @@ def test_a_hang_up_while_vsalloc_s_vms_start_leaves_nothing(slurm, libvirt_conn)
     assert job["JobState"] in ("CANCELLED", "COMPLETED", "FAILED"), job
     assert slurm.cluster.drained_reason("n1") is None
     assert_nothing_left(slurm, libvirt_conn, job_id)
+
+
+ARRAY = """#!/bin/sh
+#SBATCH --vm vcpus=1,ram=192M
+#SBATCH -o arr-%A_%a.txt
+boot=$(cat /proc/sys/kernel/random/boot_id)
+echo "index=$SLURM_ARRAY_TASK_ID array=$SLURM_ARRAY_JOB_ID in=$(hostname) boot=$boot"
+exit "$SLURM_ARRAY_TASK_ID"
+"""
+
+
+def test_each_element_of_an_array_vm_job_runs_in_vms_of_its_own_and_nothing_is_left(slurm, libvirt_conn):
+    slurm.site.write_job("array.sh", ARRAY)
+    # -w n1: a job's wrapper reads the config of the node it was submitted for (state-n1 here;
+    # one path on every node of a real site), so every element runs on n1, one after the other
+    array_id, done = slurm.vsbatch(["--array", "1-3", "-w", "n1", "array.sh"])
+    assert "vtorque-array" in done.stderr, done  # the note: the comment carries vTorque's mark
+    boots = set()
+    for index in (1, 2, 3):
+        element = f"{array_id}_{index}"
+        job = slurm.cluster.wait_job(element, timeout=300)
+        out = slurm.site.read_output(f"arr-{array_id}_{index}.txt")
+        assert (job["JobState"], job["ExitCode"]) == ("FAILED", f"{index}:0"), (job, out)
+        node = job["NodeList"]
+        fields = dict(item.split("=", 1) for item in out.split())
+        assert (fields["index"], fields["array"], fields["in"]) == (str(index), array_id, f"{node}-vm0"), out
+        boots.add(fields["boot"])
+        record = wait_record(slurm.site, node, element, ("ended",))
+        assert (record["exit_status"], record["started_here"]) == (index, [f"vt-{element}-{node}-0"]), record
+        assert_nothing_left(slurm, libvirt_conn, element)
+    assert len(boots) == 3, "each element booted a VM of its own"
+    spool = slurm.site.spool / array_id  # the last element's Epilog removes it; two at once: the sweep
+    if spool.exists():
+        print("the last two elements ended together: the sweep removes the array's spool dir")
+        slurm.site.sweep([array_id])
+    assert not spool.exists()

@@ -133,12 +133,18 @@ class Adapter(base.Adapter):
         return job_id, None
 
     def _show_job(self, job_id):
-        """`scontrol show job -o` as {field: value}; {} when slurmctld cannot tell."""
+        """`scontrol show job -o` of this job as {field: value}; {} when slurmctld cannot tell.
+        The id an array was submitted as names every element (one line each): the line whose
+        JobId is `job_id` is this one's."""
         try:
             done = self._scontrol("show", "job", "-o", job_id)
         except (OSError, subprocess.SubprocessError):
             return {}
-        return dict(re.findall(r"(?:^|\s)(\w+)=(\S*)", done.stdout)) if done.returncode == 0 else {}
+        for line in done.stdout.splitlines() if done.returncode == 0 else ():
+            fields = dict(re.findall(r"(?:^|\s)(\w+)=(\S*)", line))
+            if fields.get("JobId") == job_id:
+                return fields
+        return {}
 
     @classmethod
     def failure_exit(cls, name):
