@@ -138,3 +138,11 @@ def test_the_last_slurm_element_is_the_one_whose_siblings_have_ended(tmp_path, o
     adapter = slurm.Adapter(parse_config(f"scheduler: slurm\nslurm: {{squeue: {squeue}}}\n", "x.yml"))
     assert adapter.array_may_run("1", "1_3") is may_run
     assert "-r" in (tmp_path / "squeue.log").read_text().split()  # one line per element
+
+
+def test_an_array_may_run_while_any_element_may(tmp_path):
+    adapter = _slurm(tmp_path)  # elements 1_1 and 1_2 COMPLETED, 1_3 CONFIGURING
+    assert adapter.may_run("1") is True
+    ended = _script(tmp_path, "ended", SCONTROL.replace("CONFIGURING", "COMPLETED"))
+    adapter = slurm.Adapter(parse_config(f"scheduler: slurm\nslurm: {{scontrol: {ended}}}\n", "x.yml"))
+    assert adapter.may_run("1") is False  # the sweep may remove the array's spool dir

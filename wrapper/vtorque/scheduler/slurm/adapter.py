@@ -252,11 +252,16 @@ class Adapter(base.Adapter):
         return (state.group(1) if state else None), (reason.group(1) if reason else "")
 
     def may_run(self, job_id):
-        """Whether slurmctld may still run (or is still ending) `job_id`; None: cannot tell."""
-        state = self.job_state(job_id)
-        if state is None:
+        """Whether slurmctld may still run (or is still ending) `job_id`, or any element of the
+        array submitted as `job_id` (one line each); None: cannot tell."""
+        try:
+            done = self._scontrol("show", "job", "-o", job_id)
+        except (OSError, subprocess.SubprocessError):
             return None
-        return state != "" and state not in FINAL_STATES
+        if done.returncode != 0:
+            return False if INVALID_JOB in done.stderr else None
+        states = re.findall(r"\bJobState=(\S+)", done.stdout)
+        return any(state not in FINAL_STATES for state in states) if states else None
 
     def start_abandoned(self, job_id):
         """Whether this attempt will never run: cancelled (COMPLETING), ended, forgotten, or
