@@ -467,13 +467,15 @@ TYPED = 'write_files: [{path: /tmp/vt-typed, content: "0755", permissions: "0644
 
 class Pair:
     """A job of vtuser (1 vCPU, 256 MiB) and one of vtother (2 vCPUs, 192 MiB) on this node at
-    the same time; what was seen while they started and ran, and after their epilogues."""
+    the same time; what was seen while they started and ran, and after their epilogues. The
+    start goes through job_start.yml (runner.start_in_process false): what it leaves on disk
+    (the runner's dir, its vars file with the seeds) is the superset of the in-process start's."""
 
     SIZES = {USER: (1, 256), OTHER: (2, 192)}
 
     def __init__(self, image, conn):
         self.began = time.time()
-        self.conn, self.site = conn, Site(image)
+        self.conn, self.site = conn, Site(image, runner={"start_in_process": False})
         self.mom = PbsMom(str(self.site.config))
         self.work, self.jobs, self.children, self.first_lines = {}, {}, {}, {}
         self.ended, self.keys = False, []
@@ -791,7 +793,7 @@ def test_vtorque_console_refuses_a_job_that_ended(pair):
 @pytest.fixture(scope="module")
 def qdel_during_start(tiny_image, libvirt_conn):
     """Two jobs, each qdel'd (precancel as the owner, then the epilogue beside the prologue, as
-    pbs_mom does) while its prologue still starts the VM: one while the job_start playbook runs,
+    pbs_mom does) while its prologue still starts the VM: one while its disks, seed and domain are being made,
     one once the domain runs but does not answer SSH yet. The default 60 s shutdown timeout:
     a booting guest ignores ACPI, so a teardown that asked it made qdel take 63-67 s."""
     site = Site(tiny_image, timeouts={"prologue": 90})
@@ -799,8 +801,8 @@ def qdel_during_start(tiny_image, libvirt_conn):
     work = WorkDir(USER, "work")
     results = {}
 
-    def playbook_running(job):
-        return job_dir(site, job).is_dir() and any(job_dir(site, job).glob("runner-start-*"))
+    def vms_being_made(job):  # the start has its job dir: it makes the disks, seed and domain now
+        return job_dir(site, job).is_dir()
 
     def domain_running(job):
         prefix = naming.domain_prefix(job.job_id)
@@ -826,7 +828,7 @@ def qdel_during_start(tiny_image, libvirt_conn):
         work.write("job.sh", "#!/bin/sh\necho never\n", 0o755)
         jobs = [submit(mom, USER, ["-vm", "vcpus=1,ram=256M", "job.sh"], work.path)[0] for _ in range(2)]
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(life, jobs, (playbook_running, domain_running)))
+            list(pool.map(life, jobs, (vms_being_made, domain_running)))
         yield site, jobs, results, offlined(mom)
     finally:
         site.sweep(mom)

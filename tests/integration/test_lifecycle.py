@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import hostnet
+import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from lifecycle_site import USER, Site
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
@@ -172,7 +173,22 @@ def test_a_job_deleted_while_held_runs_no_hook_and_the_sweep_removes_its_spool(t
         site.close()
 
 
-def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_left(site, mom, libvirt_conn):
+@pytest.fixture
+def playbook_site(tiny_image):
+    """A site whose start hook runs job_start.yml for this machine too (runner.start_in_process
+    false), and its pbs_mom."""
+    site = Site(tiny_image, runner={"start_in_process": False})
+    mom = PbsMom(str(site.config))
+    yield site, mom
+    site.sweep(mom)
+    mom.close()
+    site.close()
+
+
+def test_the_runner_killed_mid_start_is_an_infrastructure_failure_with_nothing_left(
+    playbook_site, libvirt_conn
+):
+    site, mom = playbook_site
     site.write_job("job.sh", JOB)
     job = mom.submit(USER, ["-vm", "vcpus=1", "job.sh"], str(site.workdir))
     result = {}

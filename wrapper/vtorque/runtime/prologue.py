@@ -4,8 +4,8 @@ the same plan and derives the same keys):
 
 admit      the owner, their spool dir, the request (validated again), the allocation, the image
 register   the record says `starting`, unless this attempt's epilogue came first
-provision  port and device claims, job dir, keys, the job_start playbook on every node, or on this node
-           with the local connection (ansible-runner)
+provision  port and device claims, job dir, keys; this machine's VMs in-process (vm_start's code,
+           runtime.local_start) and the job_start playbook on every other node (ansible-runner)
 await      every guest started here answers SSH with its pinned host key
 publish    vms.json and read access to the consoles for the owner; the record says `running`
 
@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.files import write_atomic
@@ -42,7 +43,7 @@ from vtorque.request.userfiles import read_user_metadata
 from vtorque.runtime.cancel import STOPPED, Cancellation
 from vtorque.runtime.epilogue import cut_short, teardown
 from vtorque.runtime.playbook_vars import start_variables
-from vtorque.runtime.runner import here, run_playbook
+from vtorque.runtime.runner import RunResult, here, is_local, run_playbook
 from vtorque.runtime.telemetry import start_sampler
 from vtorque.scheduler.base import Outcome
 from vtorque.site.catalog import verify_image_files
@@ -158,21 +159,51 @@ def _provision(job, plan, config, admitted, deadline, cancelled, adapter):
     for name, owner in ((ROOT_KNOWN_HOSTS, None), (OWNER_KNOWN_HOSTS, plan.owner)):
         _write(os.path.join(plan.job_dir, name), known_hosts, owner)
     variables = start_variables(plan, config, keys, admitted.extra, admitted.request.metadata)
-    result = run_playbook(
-        "start",
-        (job.here,) if job.here else plan.nodes,
-        variables,
-        work_dir=plan.job_dir,
-        runner_config=config.runner,
-        timeout=max(1, int(deadline - time.monotonic())),
-        local_nodes=tuple(_here(job, config)),
-        cancelled=cancelled,
-    )
+    result = _start_vms(job, plan, config, variables, deadline, cancelled)
     if cancelled(fresh=True):
         raise JobCancelled()
     if not result.ok:
         raise InfrastructureError(f"starting the VMs failed ({result.status}): " + "; ".join(result.failures))
     return plan, result.seconds
+
+
+def _start_vms(job, plan, config, variables, deadline, cancelled):
+    """This machine's VMs in-process (runtime.local_start) while job_start.yml starts the
+    other nodes' (every node's with runner.start_in_process false); one RunResult."""
+    nodes = (job.here,) if job.here else plan.nodes
+    names = _here(job, config)
+    local = [node for node in nodes if is_local(node, names)] if config.runner.start_in_process else []
+    remote = [node for node in nodes if node not in local]
+
+    def playbook():
+        return run_playbook(
+            "start",
+            tuple(remote),
+            variables,
+            work_dir=plan.job_dir,
+            runner_config=config.runner,
+            timeout=max(1, int(deadline - time.monotonic())),
+            local_nodes=tuple(names),
+            cancelled=cancelled,
+        )
+
+    if not local:
+        return playbook()
+    from vtorque.runtime.local_start import start_here
+
+    with ThreadPoolExecutor(1) as pool:
+        others = pool.submit(playbook) if remote else None
+        mine = start_here(variables, local, job.here or socket.gethostname())
+        theirs = others.result() if others else None
+    if theirs is None:
+        return mine
+    return RunResult(
+        mine.ok and theirs.ok,
+        theirs.status if mine.ok else mine.status,
+        theirs.rc or mine.rc,
+        max(mine.seconds, theirs.seconds),
+        mine.failures + theirs.failures,
+    )
 
 
 def _publish(job, config, plan, began, playbook_seconds, ready_from):

@@ -211,6 +211,9 @@ class RunnerConfig:
     # Node names that are this machine (local connection): a one-machine site that plays
     # several nodes, as the tests and `vtorque run` do. Real nodes are reached over SSH.
     local_nodes: list[str] = opt([])
+    # This machine's VMs started in the hook's process with vm_start's own code; false: through
+    # job_start.yml like every other node (a site that added tasks to the playbook).
+    start_in_process: bool = True
 
 
 @dataclass(frozen=True)

@@ -3,71 +3,24 @@
 """Controller side of vm_domain: render the typed options through the domain template.
 
 The module runs on the node and may import only the standard library and libvirt-python, so
-Jinja2 rendering happens here (as kubernetes.core does for its `template` option). The module
+Jinja2 rendering happens on the controller (plugin_utils.domain_render, as kubernetes.core does
+for its `template` option). The module
 gets the rendered definition in `xml` and does everything else itself.
 """
 
 from __future__ import annotations
-
-import os.path
-import xml.etree.ElementTree as ET
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain_spec import (
     DEFINING_STATES,
     DOMAIN_ARGSPEC,
-    check_rendered,
-    template_vars,
 )
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import VTorqueModuleError
-from jinja2 import Environment, StrictUndefined, TemplateError
-
-DEFAULT_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "domain.xml.j2")
-
-
-def _render(env: Environment, path: str, what: str, values: dict) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            source = handle.read()
-    except OSError as exc:
-        raise VTorqueModuleError(f"cannot read {what} {path}: {exc}", target=values["name"]) from exc
-    try:
-        return env.from_string(source).render(**values)
-    except TemplateError as exc:
-        raise VTorqueModuleError(f"{what} {path} failed: {exc}", target=values["name"]) from exc
-
-
-def render_domain_xml(
-    params: dict, template_path: str | None = None, fragment_paths: dict | None = None
-) -> str:
-    """Domain XML for validated vm_domain options; values are XML-escaped by autoescape.
-
-    Each of the site's fragments is rendered first, with the same variables, into device
-    elements the domain template places in <devices>. ``fragment_paths`` maps a fragment's name
-    to the template file found for it on the controller (default: its ``template`` as given)."""
-    path = template_path or DEFAULT_TEMPLATE
-    env = Environment(
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    values = template_vars(params)
-    for number, fragment in enumerate(values["fragments"]):
-        source = (fragment_paths or {}).get(fragment["name"], fragment["template"])
-        fragment["xml"] = _render(env, source, f"fragment {fragment['name']} template", values).strip()
-        try:
-            ET.fromstring(f"<devices>{fragment['xml']}</devices>")  # noqa: S314 - the site's own template
-        except ET.ParseError as exc:
-            raise VTorqueModuleError(
-                f"fragments[{number}] ({fragment['name']}): {source} does not render device elements: {exc}",
-                target=params["name"],
-            ) from exc
-    xml = _render(env, path, "domain template", values)
-    check_rendered(values, xml)
-    return xml
+from ansible_collections.mikelangelo.vtorque.plugins.plugin_utils.domain_render import (  # noqa: F401 - re-exported
+    DEFAULT_TEMPLATE,
+    render_domain_xml,
+)
 
 
 def render_for_task(action: ActionBase, params: dict) -> str:

@@ -12,20 +12,19 @@ no ``no_log`` and its failures keep their messages.
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible_collections.mikelangelo.vtorque.plugins.action.vm_domain import render_for_task
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain_spec import DOMAIN_ARGSPEC
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import VTorqueModuleError
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.start import START_ARGSPEC
+from ansible_collections.mikelangelo.vtorque.plugins.plugin_utils import domain_render
 
 
 def domain_params(uri: str, shared: dict, vm: dict) -> dict:
-    """One VM's validated vm_domain options: ``shared`` under the VM's own, state running."""
-    options = dict(shared, **vm["domain"], name=vm["name"], uri=uri, state="running")
-    checked = ArgumentSpecValidator(DOMAIN_ARGSPEC).validate(options)
-    if checked.error_messages:
-        raise AnsibleActionFail(f"VM {vm['name']}: " + "; ".join(checked.error_messages))
-    return checked.validated_parameters
+    """One VM's validated vm_domain options (plugin_utils.domain_render); a bad one fails the task."""
+    try:
+        return domain_render.domain_params(uri, shared, vm)
+    except VTorqueModuleError as exc:
+        raise AnsibleActionFail(exc.msg) from exc
 
 
 class ActionModule(ActionBase):
