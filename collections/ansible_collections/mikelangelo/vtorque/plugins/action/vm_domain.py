@@ -17,10 +17,7 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain_spec im
     DOMAIN_ARGSPEC,
 )
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import VTorqueModuleError
-from ansible_collections.mikelangelo.vtorque.plugins.plugin_utils.domain_render import (  # noqa: F401 - re-exported
-    DEFAULT_TEMPLATE,
-    render_domain_xml,
-)
+from ansible_collections.mikelangelo.vtorque.plugins.plugin_utils.domain_render import render_domain_xml
 
 
 def render_for_task(action: ActionBase, params: dict) -> str:
