@@ -4,6 +4,7 @@ test:///default keeps its state per process while a connection is open, so `test
 open for the whole test: check-mode run, real run and second run then see the same hypervisor.
 """
 
+import subprocess
 import uuid
 
 import libvirt
@@ -30,3 +31,11 @@ def job(test_conn):
             if dom.isActive():
                 dom.destroy()
             dom.undefine()
+
+
+@pytest.fixture
+def image(tmp_path):
+    """A 64 MiB qcow2 catalog image (empty: test:///default boots nothing)."""
+    path = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+    return str(path)

@@ -41,6 +41,9 @@ def domain_args(**options):
     return options
 
 
+HOST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
 def start_args(**options):
     """vm_start arguments as its action plugin passes them: each VM's xml rendered."""
     from ansible_collections.mikelangelo.vtorque.plugins.action.vm_start import domain_params

@@ -2,20 +2,9 @@
 variables job_start.yml gets, applied with vm_start's code in this process (test:///default is
 per process, so the test's own connection sees what it made)."""
 
-import subprocess
-
-import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from module_calls import HOST_KEY
 from vtorque.runtime.local_start import TASK, start_here
-
-HOST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
-    return str(path)
 
 
 def variables(job, tmp_path, image, nodes=("node1", "node2")):

@@ -3,20 +3,9 @@ with the check → run → rerun behaviour of the modules it stands for."""
 
 import json
 import os
-import subprocess
 
-import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
-from module_calls import run_module, start_args
-
-HOST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
-    return str(path)
+from module_calls import HOST_KEY, run_module, start_args
 
 
 def job_start(job, tmp_path, image, count=2):

@@ -77,9 +77,10 @@ def unique_name():
 
 
 @pytest.fixture
-def site(tiny_image):
-    """A throw-away vTorque site with the tiny guest in its catalog (lifecycle_site.Site)."""
-    site = Site(tiny_image)
+def site(tiny_image, request):
+    """A throw-away vTorque site with the tiny guest in its catalog (lifecycle_site.Site); a
+    test may give it config overrides (`indirect` parametrization)."""
+    site = Site(tiny_image, **getattr(request, "param", {}))
     yield site
     site.close()
 

@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
-from lifecycle_site import USER, Site
-from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
+from lifecycle_site import USER
 
 JOB = """#!/bin/sh
 echo "index=$PBS_ARRAYID id=$PBS_JOBID host=$(hostname) boot=$(cat /proc/sys/kernel/random/boot_id)"
@@ -25,21 +24,8 @@ def _run_element(mom, element):
     return child.returncode, out.decode(), err.decode()
 
 
-@pytest.fixture
-def site(tiny_image):
-    site = Site(tiny_image, spool_grace_minutes=0)  # the sweep may remove the array's spool at once
-    yield site
-    site.close()
-
-
-@pytest.fixture
-def mom(site):
-    mom = PbsMom(str(site.config))
-    yield mom
-    site.sweep(mom)
-    mom.close()
-
-
+# the sweep may then remove the array's spool dir at once
+@pytest.mark.parametrize("site", [{"spool_grace_minutes": 0}], indirect=True)
 def test_each_element_of_an_array_runs_in_vms_of_its_own_and_nothing_is_left(site, mom, libvirt_conn):
     site.write_job("array.sh", JOB)
     array = mom.submit(USER, ["-t", "1-3", "-vm", "vcpus=1", "array.sh"], str(site.workdir))

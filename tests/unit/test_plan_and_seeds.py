@@ -286,3 +286,14 @@ def test_a_ramdisk_job_keeps_its_disks_in_the_job_tmpfs_and_sizes_it_for_them(tm
     assert _ramdisk(plan) == {"path": ram, "size_mib": 2 * (3072 + 1024 + RAMDISK_SLACK_MIB)}
     shared, _ = plan_for(text="disk=1G")
     assert shared.ramdisk is None and "/ram/" not in shared.rank0.overlay
+
+
+def test_a_node_that_starts_only_its_own_vms_gets_only_their_variables_and_seeds():
+    from vtorque.runtime.playbook_vars import start_variables
+
+    plan, config = plan_for(nodes=(("n1", 4), ("n2", 4)))
+    every = start_variables(plan, config, keys_for(plan))["vtorque"]
+    mine = start_variables(plan, config, keys_for(plan), nodes=("n2",))["vtorque"]
+    assert {vm["node"] for vm in every["vms"]} == {"n1", "n2"} and len(every["seeds"]) == 4
+    assert [vm["name"] for vm in mine["vms"]] == [vm["name"] for vm in every["vms"] if vm["node"] == "n2"]
+    assert mine["seeds"] == [seed for seed in every["seeds"] if seed["node"] == "n2"]  # the same seeds

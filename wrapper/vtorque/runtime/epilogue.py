@@ -120,15 +120,7 @@ def teardown(job_id, nodes, config, graceful=True, here=None):
     if result.ok:  # the job dir is gone, and with it what its port and device claims point at
         release_ports(config.state_dir, naming.job_dir(job_id, config.state_dir))
         release_devices(config.state_dir, naming.job_dir(job_id, config.state_dir))
-    if local is None:
-        return result
-    return RunResult(
-        local.ok and result.ok,
-        result.status if local.ok else local.status,
-        result.rc or local.rc,
-        local.seconds + result.seconds,
-        local.failures + result.failures,
-    )
+    return result if local is None else local.joined(result, local.seconds + result.seconds)
 
 
 def _sweep_result(job_id, config, shutdown_timeout, node):

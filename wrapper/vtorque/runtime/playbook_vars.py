@@ -6,6 +6,7 @@ so they travel in a list of their own, which vm_start's action plugin keeps out 
 result (and so out of the runner's events).
 """
 
+import os
 from xml.sax.saxutils import quoteattr
 
 from vtorque.guest.seeds import seed_for
@@ -13,9 +14,12 @@ from vtorque.guest.seeds import seed_for
 RAMDISK_SLACK_MIB = 64  # per VM: qcow2 metadata on top of the guest-visible sizes
 
 
-def start_variables(plan, config, keys, extra=None, extra_source=""):
+def start_variables(plan, config, keys, extra=None, extra_source="", nodes=None):
+    """job_start's variables for the VMs of `nodes` (default: every node). A node that starts
+    only its own VMs gets only theirs: every seed lists every VM of the job, so the whole
+    plan's seeds on every node would grow with the square of the node count."""
     vms, seeds = [], []
-    for vm in plan.vms:
+    for vm in plan.vms if nodes is None else (vm for vm in plan.vms if vm.node in nodes):
         meta, user_data, network = seed_for(plan, vm, keys, extra, extra_source)
         seeds.append(
             {
@@ -58,7 +62,12 @@ def start_variables(plan, config, keys, extra=None, extra_source=""):
         "vtorque": {
             "uri": plan.uri,
             "job_dir": plan.job_dir,
-            "image": {"path": image["path"], "format": image["format"]},
+            "image": {
+                "path": image["path"],
+                "format": image["format"],
+                "start": image.get("start", "boot"),
+                "snapshot_dir": os.path.join(plan.state_dir, "snapshots"),
+            },
             "domain": {  # vm_domain's options every VM shares
                 "virt_type": plan.virt_type,
                 "boot": boot if image["kernel"] else None,

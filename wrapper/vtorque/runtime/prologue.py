@@ -43,7 +43,7 @@ from vtorque.request.userfiles import read_user_metadata
 from vtorque.runtime.cancel import STOPPED, Cancellation
 from vtorque.runtime.epilogue import cut_short, teardown
 from vtorque.runtime.playbook_vars import start_variables
-from vtorque.runtime.runner import RunResult, here, is_local, run_playbook
+from vtorque.runtime.runner import here, is_local, run_playbook
 from vtorque.runtime.telemetry import start_sampler
 from vtorque.scheduler.base import Outcome
 from vtorque.site.catalog import verify_image_files
@@ -158,7 +158,9 @@ def _provision(job, plan, config, admitted, deadline, cancelled, adapter):
     known_hosts = "".join(known_host_line(vm, keys.hosts[vm.name][1]) for vm in plan.vms)
     for name, owner in ((ROOT_KNOWN_HOSTS, None), (OWNER_KNOWN_HOSTS, plan.owner)):
         _write(os.path.join(plan.job_dir, name), known_hosts, owner)
-    variables = start_variables(plan, config, keys, admitted.extra, admitted.request.metadata)
+    variables = start_variables(
+        plan, config, keys, admitted.extra, admitted.request.metadata, nodes=(job.here,) if job.here else None
+    )
     result = _start_vms(job, plan, config, variables, deadline, cancelled)
     if cancelled(fresh=True):
         raise JobCancelled()
@@ -195,15 +197,7 @@ def _start_vms(job, plan, config, variables, deadline, cancelled):
         others = pool.submit(playbook) if remote else None
         mine = start_here(variables, local, job.here or socket.gethostname())
         theirs = others.result() if others else None
-    if theirs is None:
-        return mine
-    return RunResult(
-        mine.ok and theirs.ok,
-        theirs.status if mine.ok else mine.status,
-        theirs.rc or mine.rc,
-        max(mine.seconds, theirs.seconds),
-        mine.failures + theirs.failures,
-    )
+    return mine if theirs is None else mine.joined(theirs, max(mine.seconds, theirs.seconds))
 
 
 def _publish(job, config, plan, began, playbook_seconds, ready_from):

@@ -31,6 +31,17 @@ class RunResult:
     seconds: float
     failures: tuple  # "host: task: message"
 
+    def joined(self, other, seconds):
+        """One result of two parts of a phase (this machine's and the other nodes'); `seconds`
+        as they ran (one after the other, or side by side)."""
+        return RunResult(
+            self.ok and other.ok,
+            other.status if self.ok else self.status,
+            other.rc or self.rc,
+            seconds,
+            self.failures + other.failures,
+        )
+
 
 def local_names():
     names = {"localhost", socket.gethostname(), socket.getfqdn()}
