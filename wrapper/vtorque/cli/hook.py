@@ -50,7 +50,7 @@ def main(argv=None):
         return _handle(adapter, name, args, path, data)
     except Exception as err:  # noqa: BLE001 - the last line of defence: say why, as a failed start
         print(f"vtorque-hook {name}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        return adapter.failure_exit(name)
+        return adapter.failure_exit(name, data_or_empty)
 
 
 def _is_vm_job(job_id, spool_key, data):
@@ -80,14 +80,14 @@ def _handle(adapter_class, name, args, path, data):
         config = load_config(path) if data is None else from_data(data, path)
     except VTorqueError as err:
         print(f"vtorque-hook {name}: {err}", file=sys.stderr)
-        return adapter_class.failure_exit(name)
+        return adapter_class.failure_exit(name, data)
     if config.scheduler != adapter_class.name:
         print(
             f"vtorque-hook {name}: {path} says scheduler: {config.scheduler}, but {adapter_class.name}"
             f" called this hook",
             file=sys.stderr,
         )
-        return adapter_class.failure_exit(name)
+        return adapter_class.failure_exit(name, data)
     adapter = adapter_class(config)
     job = adapter.job_from_hook(name, args, os.environ)
     if not _is_vm_job(job.job_id, job.spool_key, data or {}):
@@ -113,12 +113,12 @@ def _handle(adapter_class, name, args, path, data):
         from vtorque.runtime.epilogue import leave
 
         leave(job, config)
-    elif job.event is Event.JOIN and job.here:  # Slurm: each node starts its own VMs
+    elif job.event is Event.JOIN and job.here:  # Slurm, Torque's each_node: its own VMs
         from vtorque.runtime.prologue import start
 
         outcome = start(job, config)
-    # Torque's Event.JOIN: the primary node's start brings up the VMs of every node
-    return adapter.exit_code(job.event, outcome)
+    # Torque's Event.JOIN by default: the primary node's start brings up the VMs of every node
+    return adapter.hook_exit(job, outcome)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class AllocatedJob:
     exit_status: int | None = None  # after the job: the batch system's status for it
     requeued: bool = False  # after the job: the batch system puts it back in the queue
     # The node this hook runs on, where each node starts and ends its own VMs in its own hook
-    # (Slurm); None where the primary node's hook does it for every node (Torque).
+    # (Slurm; Torque with torque.start: each_node); None where the primary node's hook does it
+    # for every node (Torque's default).
     here: str | None = None
     # An array job's element shares the spool dir vsub made under the array's id (Torque's
     # 42[].head for 42[3].head, Slurm's 42 for 42_3); None: the job's own id names it.
@@ -85,6 +86,10 @@ class Adapter:
     def key_secret(self):
         """Bytes every node derives the job's keys from, or None: fresh keys per start."""
         return None
+
+    def hook_exit(self, job, outcome):
+        """The exit code of `job`'s hook after the runtime's `outcome` (adapters may look closer)."""
+        return self.exit_code(job.event, outcome)
 
     def key_scope(self):
         return ""

@@ -147,7 +147,7 @@ class Adapter(base.Adapter):
         return {}
 
     @classmethod
-    def failure_exit(cls, name):
+    def failure_exit(cls, name, data=None):
         """A hook that could not do its work: a Prolog fails (Slurm drains the node and
         requeues the job held); an Epilog too (Slurm drains the node: VMs may be left)."""
         return 1

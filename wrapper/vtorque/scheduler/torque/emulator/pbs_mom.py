@@ -6,8 +6,12 @@ job's full PBS_* environment from its home directory; qdel as epilogue.precancel
 then SIGTERM, or during the start as a real pbs_mom did it; the epilogue with the job's status.
 
 PbsMom can also play sister nodes on this machine (`sisters`, for multi-node tests): they get
-prologue.parallel before the mother superior's prologue and epilogue.parallel after its
-epilogue, as root without a node file, and the site config names them local nodes.
+prologue.parallel before the mother superior's prologue (all sisters at once: they are other
+hosts) and epilogue.parallel after its epilogue, as root without a node file, and the site
+config names them local nodes. pbs_server's exec_host for the job (`vm/0-1+n2/0-1`) is left
+in the queue dir, where `qstat -f` shows it. With `torque.start: each_node` every sister is
+its own host as far as vTorque can tell: its own $PBS_HOME (mom_priv shims), site config and
+state dir (`node_state_dir`), only the spool dir and the queue shared.
 """
 
 import contextlib
@@ -84,6 +88,10 @@ class PbsMom:
         self.config = self._site_config(site_config_path)
         self.hook_env = hook_env or {}
         self._install_shims()
+        self.homes = {}  # each_node: a sister's own $PBS_HOME
+        if self.sisters and self._each_node():
+            for sister in self.sisters:
+                self.homes[sister] = self._sister_home(sister)
 
     # --- set-up -------------------------------------------------------------------------
     def _site_config(self, path):
@@ -117,14 +125,51 @@ class PbsMom:
         os.chmod(local, 0o644)
         return local
 
-    def _install_shims(self):
+    def _install_shims(self, pbs_home=None, config=None):
         """mom_priv scripts as the compute role installs them (plus this run's config path)."""
         hook = os.path.join(os.path.dirname(sys.executable), "vtorque-hook")
         for event in HOOKS:
-            path = os.path.join(self.pbs_home, "mom_priv", event)
+            path = os.path.join(pbs_home or self.pbs_home, "mom_priv", event)
             with open(path, "w", encoding="utf-8") as handle:
-                handle.write(f'#!/bin/sh\nVTORQUE_CONFIG={self.config} exec {hook} {event} "$@"\n')
+                handle.write(f'#!/bin/sh\nVTORQUE_CONFIG={config or self.config} exec {hook} {event} "$@"\n')
             os.chmod(path, 0o755)  # noqa: S103 - Torque demands 0755 root:root hooks
+
+    def _each_node(self):
+        from vtorque.scheduler.torque.config import start_mode
+        from vtorque.site.config_file import read_config_data
+
+        return start_mode(read_config_data(self.config)) == "each_node"
+
+    def _sister_home(self, sister):
+        """A sister's $PBS_HOME with its shims, and its site config: the MS's, with the
+        sister's own pbs_home and state dir."""
+        import yaml
+
+        from vtorque.site.config_file import read_config_data
+
+        root = os.path.join(self.root, "sisters", sister)
+        pbs_home = os.path.join(root, "pbs_home")
+        for sub in ("aux", "mom_priv/jobs"):
+            os.makedirs(os.path.join(pbs_home, sub), mode=0o755)
+        os.chmod(os.path.dirname(root), 0o755)  # noqa: S103 - as the MS's own $PBS_HOME
+        os.chmod(root, 0o755)  # noqa: S103
+        data = read_config_data(self.config)
+        data["torque"] = {**data["torque"], "pbs_home": pbs_home}
+        data["state_dir"] = os.path.join(root, "state")
+        config = os.path.join(root, "vtorque.yml")
+        with open(config, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(data, handle)
+        os.chmod(config, 0o644)
+        self._install_shims(pbs_home, config)
+        return pbs_home
+
+    def node_state_dir(self, node):
+        """The state dir vTorque uses on `node` (each_node: a sister's own)."""
+        from vtorque.site.config_file import read_config_data
+
+        if node in self.homes:
+            return os.path.join(os.path.dirname(self.homes[node]), "state")
+        return read_config_data(self.config).get("state_dir")
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
@@ -199,10 +244,18 @@ class PbsMom:
         """The job's nodes, mother superior (this host's name) first."""
         return (socket.gethostname(), *self.sisters[: job.node_count - 1])
 
+    def exec_host(self, job):
+        """pbs_server's exec_host for the job, as Torque 6.1 spells it: `vm/0-1+n2/0-1`."""
+        slots = "0" if job.ppn == 1 else f"0-{job.ppn - 1}"
+        return "+".join(f"{host}/{slots}" for host in self.hosts(job))
+
     def prologue(self, job, terminal=None):
-        """The sisters' prologue.parallel, then the MS prologue (its output on `terminal`, the
-        job's pty, for an interactive job); the first non-zero exit code, or 0."""
+        """The sisters' prologue.parallel, all at once, then the MS prologue (its output on
+        `terminal`, the job's pty, for an interactive job); the first non-zero exit code, or 0."""
         self._element_state(job, "R")
+        from vtorque.scheduler.torque.emulator.queue import set_exec_host
+
+        set_exec_host(self.queue, job.job_id, self.exec_host(job))
         with open(self.nodefile(job), "w", encoding="utf-8") as handle:
             handle.write("".join(f"{host}\n" * job.ppn for host in self.hosts(job)))
         with open(self.script_copy(job), "w", encoding="utf-8", errors="surrogateescape") as handle:
@@ -218,9 +271,8 @@ class PbsMom:
             "",
             self.script_copy(job),
         ]
-        for number, _sister in enumerate(self.hosts(job)[1:], start=1):
-            code = self._hook("prologue.parallel", args, job, node_number=number)
-            if code != 0:  # the sister refuses to join: Torque requeues the job
+        for code in self._on_sisters(job, "prologue.parallel", args[:7]):
+            if code != 0:  # the sister refuses to join: Torque requeues the job (-3)
                 return code
         return self._hook("prologue", args, job, output=terminal)
 
@@ -370,9 +422,7 @@ class PbsMom:
     def epilogue(self, job, status):
         job.exit_status = status
         code = self._hook("epilogue", self._epilogue_args(job, status=status), job)
-        for number, _sister in enumerate(self.hosts(job)[1:], start=1):
-            sister_args = self._epilogue_args(job, status=0, session="0")
-            self._hook("epilogue.parallel", sister_args, job, node_number=number)
+        self._on_sisters(job, "epilogue.parallel", self._epilogue_args(job, status=0, session="0")[:10])
         for path in (self.nodefile(job), self.script_copy(job)):  # pbs_mom drops them with the job
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -383,10 +433,24 @@ class PbsMom:
     def nodefile(self, job):
         return os.path.join(self.pbs_home, "aux", job.job_id)
 
-    def script_copy(self, job):
-        """mom_priv/jobs/<id>.SC; an element's file is named 51-1.vm.SC for 51[1].vm, as Torque 6.1 does."""
+    def script_copy(self, job, node=None):
+        """mom_priv/jobs/<id>.SC (of `node`'s $PBS_HOME: a sister's names a file it does not
+        have); an element's file is named 51-1.vm.SC for 51[1].vm, as Torque 6.1 does."""
         stem = job.job_id.replace("[", "-").replace("]", "", 1) if job.array_index is not None else job.job_id
-        return os.path.join(self.pbs_home, "mom_priv", "jobs", f"{stem}.SC")
+        return os.path.join(self.homes.get(node, self.pbs_home), "mom_priv", "jobs", f"{stem}.SC")
+
+    def _on_sisters(self, job, event, args):
+        """`event` on every sister of the job at once (they are other hosts), with `args` and,
+        last, the job script's path in the sister's mom_priv/jobs; their exit codes."""
+        sisters = self.hosts(job)[1:]
+        if not sisters:
+            return []
+        with ThreadPoolExecutor(len(sisters)) as pool:
+            runs = []
+            for number, sister in enumerate(sisters, start=1):
+                argv = [*args, self.script_copy(job, sister)]
+                runs.append(pool.submit(self._hook, event, argv, job, node_number=number, node=sister))
+            return [run.result() for run in runs]
 
     def _element_state(self, job, state):
         if job.array_index is not None:
@@ -411,9 +475,9 @@ class PbsMom:
             self.script_copy(job),
         ]
 
-    def _hook(self, event, args, job, as_owner=False, node_number=0, output=None):
+    def _hook(self, event, args, job, as_owner=False, node_number=0, output=None, node=None):
         """Torque's way: stdin /dev/null, cwd mom_priv (owner: home), minimal environment;
-        sisters (node_number > 0) have no node file."""
+        sisters (node_number > 0) have no node file, and `node`'s own mom_priv where it has one."""
         env = {
             "PATH": "/bin:/usr/bin",
             "LANG": os.environ.get("LANG", "C"),
@@ -427,10 +491,10 @@ class PbsMom:
             **({} if node_number else {"PBS_NODEFILE": self.nodefile(job)}),
             **self.hook_env,
         }
-        path = os.path.join(self.pbs_home, "mom_priv", event)
+        path = os.path.join(self.homes.get(node, self.pbs_home), "mom_priv", event)
         cwd = job.user.pw_dir if as_owner else os.path.dirname(path)
-        if event == "epilogue.precancel":
-            output = subprocess.DEVNULL
+        if event in ("epilogue.precancel", "prologue.parallel", "epilogue.parallel"):
+            output = subprocess.DEVNULL  # a sister's go to its own spool, never delivered
         done = subprocess.run(
             [path, *args],
             cwd=cwd,

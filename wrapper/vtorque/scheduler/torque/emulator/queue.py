@@ -14,7 +14,9 @@ elements `<n>[i].<host>` and leaves each one's state in `<queue>/<element>.state
 runs, its epilogue too, as a real pbs_server showed it; C once done), which `qstat -t ARRAY`
 lists as pbs_server does.
 
-qstat JOBID answers as pbs_server does: exit 0 for a job it knows, else "Unknown Job Id" and
+`qstat -f [-1] JOBID` of a job PbsMom runs shows its `exec_host` (`vm/0-1+n2/0-1`), which
+the mom leaves in `<queue>/<jobid>.exec_host` (an array's element too, then known by its own
+id). qstat JOBID answers as pbs_server does: exit 0 for a job it knows, else "Unknown Job Id" and
 exit 153, for a job never submitted, deleted (qdel) or forgotten
 (`<queue>/<jobid>.forgotten`, left by PbsMom once keep_completed would have passed). `vtorque
 run` then plays pbs_mom for the stored job. $VTORQUE_LOCAL_FIRST_ID (set by PbsMom from its
@@ -83,6 +85,19 @@ def element_state(queue, element):
 def set_element_state(queue, element, state):
     with open(os.path.join(queue, f"{element}.state"), "w", encoding="ascii") as handle:
         handle.write(state)
+
+
+def set_exec_host(queue, job_id, exec_host):
+    with open(os.path.join(queue, f"{job_id}.exec_host"), "w", encoding="ascii") as handle:
+        handle.write(exec_host)
+
+
+def _exec_host(queue, job_id):
+    try:
+        with open(os.path.join(queue, f"{job_id}.exec_host"), encoding="ascii") as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _qstat_array(queue, array_id):
@@ -171,6 +186,13 @@ def _interactive(queue, job_id, listener):
 def _qstat(queue, job_id):
     records = [_read_json(os.path.join(queue, name)) for name in os.listdir(queue) if name.endswith(".json")]
     record = next((r for r in records if r["job_id"] == job_id), None)
+    exec_host = _exec_host(queue, job_id)
+    array = next((r for r in records if job_id in r.get("elements", ())), None)
+    if record is None and exec_host is not None and array is not None:  # an element the mom runs
+        if not deleted(queue, array["job_id"]):
+            print(f"Job Id: {job_id}\n    job_state = {element_state(queue, job_id)}")
+            print(f"    exec_host = {exec_host}")
+            return 0
     if (
         record
         and not deleted(queue, job_id)
@@ -179,6 +201,8 @@ def _qstat(queue, job_id):
         elements = record.get("elements")
         done = elements and all(element_state(queue, element) == "C" for element in elements)
         print(f"Job Id: {job_id}\n    job_state = {'C' if done else 'Q'}")  # an array: C once all are
+        if exec_host is not None:
+            print(f"    exec_host = {exec_host}")
         return 0
     print(f"qstat: Unknown Job Id Error {job_id}", file=sys.stderr)
     return UNKNOWN_EXIT
