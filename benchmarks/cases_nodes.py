@@ -57,8 +57,8 @@ from timing import summary
 NODE_COUNTS = (1, 2, 4, 8, 16, 32)
 DESIGNS = {
     "ssh": "fan-out, every node over SSH",
-    "torque": "fan-out, own node local (Torque)",
-    "own": "each node its own (Slurm)",
+    "torque": "fan-out, own node local (Torque primary)",
+    "own": "each node its own (Slurm; Torque each_node)",
 }
 PHASES = {"start": "job_start", "stop": "job_stop"}
 METRICS = (
@@ -368,11 +368,11 @@ def _memory(pid):
 # --- the hook's side of one phase (a process of its own) ----------------------------------
 
 
-def make_job(state, count, image, job_id, local="", secret=None):
-    """(config, plan, start variables) of a job of one 64 MiB VM on each of n1..n<count>;
+def make_job(state, count, image, job_id, local="", secret=None, here=None):
+    """(config, plan, start variables, AllocatedJob) of a job of one 64 MiB VM on each of n1..n<count>;
     `local`: the node that is this machine (runner.local_nodes); `secret`: the keys derived
     from it, as where each node starts its own VMs (Slurm), else fresh ones (ssh-keygen per VM,
-    as Torque's primary makes them)."""
+    as Torque's primary makes them); `here`: the node that starts only its own."""
     from vtorque.job import statedir
     from vtorque.job.keys import make_job_keys
     from vtorque.job.plan import Owner, make_plan
@@ -396,7 +396,7 @@ def make_job(state, count, image, job_id, local="", secret=None):
     plan = dataclasses.replace(plan, mounts=())
     statedir.job_dir(plan.state_dir, plan.job_id)
     keys = make_job_keys(plan, secret, "vtbench") if secret else make_job_keys(plan)
-    return config, plan, start_variables(plan, config, keys)
+    return config, plan, start_variables(plan, config, keys, nodes=(here,) if here else None), job
 
 
 def _hook_phase(spec):
@@ -422,16 +422,13 @@ def _hook_phase(spec):
     here = names[0] if design == "own" else None
     if spec["phase"] == "start":
         secret = KEY_SECRET if design == "own" else None
-        config, plan, variables = make_job(state, count, spec["image"], spec["job_id"], local, secret)
-        result = runner.run_playbook(
-            "start",
-            (here,) if here else names,
-            variables,
-            work_dir=plan.job_dir,
-            runner_config=config.runner,
-            timeout=900,
-            local_nodes=(here,) if here else tuple(runner.here(config.runner.local_nodes)),
+        from vtorque.runtime.prologue import _start_vms  # the start hook's own step
+
+        config, plan, variables, job = make_job(
+            state, count, spec["image"], spec["job_id"], local, secret, here
         )
+        job = dataclasses.replace(job, here=here)
+        result = _start_vms(job, plan, config, variables, time.monotonic() + 900, lambda fresh=False: False)
         made_files = {Path(vm.overlay).exists() for vm in plan.vms if here is None or vm.node == here}
         if result.ok and made_files != {True}:
             raise RuntimeError("job_start succeeded but a VM's overlay is missing")

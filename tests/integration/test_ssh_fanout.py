@@ -57,7 +57,7 @@ def test_two_nodes_over_ssh_start_and_stop_a_job(monkeypatch):
                 "inventory",
                 lambda hosts, local=None: netns_nodes.with_host_vars(made(hosts, local), host_vars),
             )
-            config, plan, variables = make_job(str(state), 2, image, JOB)
+            config, plan, variables, _job = make_job(str(state), 2, image, JOB)
             assert plan.nodes == ("n1", "n2")
 
             started = runner.run_playbook(
