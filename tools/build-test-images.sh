@@ -120,7 +120,7 @@ build_tiny() {  # OUT PACKAGES...
     "$x/usr/sbin/dropbear" "$x/usr/bin/dropbearconvert" "$x/usr/bin/dbclient" "$x/usr/sbin/qemu-ga" "$x/usr/bin/jq"
   mv "$root/usr/sbin/jq" "$root/usr/sbin/dropbearconvert" "$root/usr/sbin/dbclient" "$root/usr/bin/"
   install -m 0755 "$HERE/guest/init" "$root/init"
-  install -m 0755 "$HERE/guest/apply-seed" "$HERE/guest/shutdown" "$root/sbin/"
+  install -m 0755 "$HERE/guest/apply-seed" "$HERE/guest/shutdown" "$HERE/guest/vtorque-reidentify" "$root/sbin/"
   install -m 0755 "$HERE/guest/groupadd" "$root/usr/sbin/groupadd"
   install -m 0755 "$HERE/guest/udhcpc.sh" "$root/etc/udhcpc.sh"
   printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"

@@ -140,6 +140,7 @@ def make_plan(job, request, config, owner):
         "kernel": request.image.kernel,
         "initrd": request.image.initrd,
         "cmdline": request.image.cmdline,
+        "start": getattr(request.image, "start", None) or "boot",
     }
     workdir = job.workdir or owner.home
     return JobPlan(

@@ -12,6 +12,7 @@ File format::
         kernel: /srv/.../vmlinuz                    # optional: direct kernel boot
         initrd: /srv/.../initrd.img
         cmdline: console=ttyS0 root=/dev/vda
+        start: snapshot                             # optional: VMs from a saved template (default: boot)
 
 The catalog file and every file it names must be root-owned and not writable by group or
 others; `load_catalog` checks the catalog file, `verify_image_files` the image files (root
@@ -39,7 +40,8 @@ QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit: data lives in ano
 QCOW2_HEADER_BYTES = 64 * 1024  # header, extensions and backing file name all fit in the first cluster
 SECTOR_BYTES = 512
 QEMU_IMG_TIMEOUT = 60  # seconds; `info` reads a few header clusters, not the image
-_FIELDS = ("path", "format", "distro", "checksum", "description", "kernel", "initrd", "cmdline")
+_FIELDS = ("path", "format", "distro", "checksum", "description", "kernel", "initrd", "cmdline", "start")
+STARTS = ("boot", "snapshot")  # how a job's VMs start: a fresh boot, or from a saved template
 _PATH_FIELDS = ("path", "kernel", "initrd")
 
 
@@ -54,6 +56,7 @@ class ImageEntry:
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str | None = None
+    start: str | None = None  # None: boot
 
     def to_yaml_dict(self):
         return {key: value for key, value in asdict(self).items() if key != "name" and value is not None}
@@ -121,6 +124,13 @@ def _entry(path, name, fields):
         fields.get("cmdline") and not fields.get("kernel")
     ):
         raise CatalogError(f"{where}: direct kernel boot needs both kernel and initrd (cmdline is optional)")
+    if fields.get("start", "boot") not in STARTS:
+        raise CatalogError(f"{where}.start: expected one of {', '.join(STARTS)}, got {fields['start']!r}")
+    if fields.get("start") == "snapshot" and not fields.get("kernel"):
+        raise CatalogError(
+            f"{where}.start: snapshot needs direct kernel boot (kernel and initrd): the template's guest"
+            " is told to wait on its kernel command line"
+        )
     checksum = fields.get("checksum")
     if checksum is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
         raise CatalogError(f"{where}.checksum: expected sha256:<64 hex digits>, got {checksum!r}")

@@ -16,6 +16,9 @@ description:
     M(mikelangelo.vtorque.vm_domain) perform, with their checks (ownership markers, deterministic
     seeds, semantic comparison of definitions, huge page check), so a second identical run reports
     no change. Those modules stay the tools for changing one piece.
+  - With O(image.start=snapshot) each VM starts from a saved template of the image instead of a
+    fresh boot, its identity made new before it can be reached (see O(image.start)); a VM that
+    cannot start so boots afresh and its result says why, the job never fails for it.
   - The action plugin renders each VM's O(vms[].domain) through the domain template on the
     controller, as for M(mikelangelo.vtorque.vm_domain), and keeps the module's arguments out of the
     node's syslog; the result names the seeds (which hold private host keys) only.
@@ -58,6 +61,28 @@ options:
         type: str
         default: qcow2
         choices: [qcow2, raw]
+      start:
+        description:
+          - V(boot) boots every VM afresh.
+          - V(snapshot) restores each VM from a template of the image, made on first use on this
+            node (one per image file, VM shape, libvirt and QEMU version, kept under
+            O(image.snapshot_dir); a changed image gets a new one). A template is the image booted
+            with C(vtorque.template=1) on its kernel command line, where its guest must start its
+            agent and nothing that identifies a VM, and saved. After the restore (under the VM's own
+            name, UUID and a new VM generation ID) the VM gets fresh entropy and the host's time
+            through its agent, its seed disk and NICs hot-plugged with their links down, then
+            runs C(/sbin/vtorque-reidentify) (new host keys, machine-id, hostname, user, key and
+            addresses from the seed, then its SSH server), and only then the links go up.
+          - Needs direct kernel boot and a seed; VMs with huge pages, PCI devices or shared
+            memory boot afresh.
+        type: str
+        default: boot
+        choices: [boot, snapshot]
+      snapshot_dir:
+        description:
+          - Where the templates are kept (made C(0700)); each template's state file is C(0600).
+          - Default C(/var/lib/vtorque/snapshots).
+        type: path
   domain:
     description:
       - Options of M(mikelangelo.vtorque.vm_domain) every VM shares (V(virt_type), V(boot), V(template),
@@ -204,6 +229,30 @@ vms:
       state: running
       uuid: 0c1e5c3e-4f1c-5d5e-9a63-6b8f2b9a1c11
       macs: ["52:54:00:fd:e7:1e"]
+      start: snapshot
+      template: 3f1d0c9a6b2e4d7f8a9b0c1d2e3f4a5b
+  contains:
+    start:
+      description: How the VM started, V(snapshot) or V(boot) (also a VM that ran already).
+      type: str
+    template:
+      description: The template a VM started from.
+      type: str
+      returned: when O(image.start=snapshot) served it
+    note:
+      description: Why a VM asked to start from a snapshot booted afresh.
+      type: str
+      returned: when a snapshot start was asked and not done
+templates:
+  description: The templates the VMs of O(image.start=snapshot) started from, and whether they were built now.
+  returned: when O(image.start=snapshot)
+  type: list
+  elements: dict
+  sample:
+    - key: 3f1d0c9a6b2e4d7f8a9b0c1d2e3f4a5b
+      dir: /var/lib/vtorque/snapshots/3f1d0c9a6b2e4d7f8a9b0c1d2e3f4a5b
+      built: true
+      seconds: 9.3
 reason:
   description:
     - Short failure class (V(invalid), V(libvirt), V(timeout), V(refused), V(unavailable), V(qemu-img)).
