@@ -31,6 +31,20 @@ def remove_user():
     subprocess.run(["groupdel", "vtgrp"], capture_output=True, check=False)
 
 
+# The tiny guest's SSH client is dropbear's dbclient: it reads known hosts from ~/.ssh only
+# and keys in its own format, so the job copies the pinned list vTorque wrote and converts the
+# job key (OpenSSH clients use both as written, through vTorque's ssh_config drop-in). An
+# unknown or changed host key makes dbclient fail.
+REACH_EVERY_VM = """#!/bin/sh
+echo "nodefile: $(tr '\\n' ' ' < "$PBS_NODEFILE")"
+mkdir -p ~/.ssh && cp /etc/ssh/vtorque/known_hosts ~/.ssh/known_hosts
+dropbearconvert openssh dropbear "/etc/ssh/vtorque/keys/$(id -un)" ~/.ssh/id_dropbear >/dev/null 2>&1
+for host in $(uniq "$PBS_NODEFILE"); do
+  dbclient "$host" 'echo "reached $(hostname) as $(id -un)"' || echo "cannot reach $host"
+done
+"""
+
+
 class Site:
     def __init__(self, image, cmdline=None, **overrides):
         self.root = Path(tempfile.mkdtemp(prefix="vtorque-site-", dir="/var/tmp"))

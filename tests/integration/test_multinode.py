@@ -10,24 +10,12 @@ import uuid
 
 import hostnet
 import pytest
+from lifecycle_site import REACH_EVERY_VM as JOB
 from lifecycle_site import USER, Site
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 SISTER = "vtsister1"
 BRIDGE, GATEWAY = "vtbr0", "10.77.0.1"
-
-# The tiny guest's SSH client is dropbear's dbclient: it reads known hosts from ~/.ssh only
-# and keys in its own format, so the job copies the pinned list vTorque wrote and converts the
-# job key (OpenSSH clients use both as written, through vTorque's ssh_config drop-in). An
-# unknown or changed host key makes dbclient fail.
-JOB = """#!/bin/sh
-echo "nodefile: $(tr '\\n' ' ' < "$PBS_NODEFILE")"
-mkdir -p ~/.ssh && cp /etc/ssh/vtorque/known_hosts ~/.ssh/known_hosts
-dropbearconvert openssh dropbear "/etc/ssh/vtorque/keys/$(id -un)" ~/.ssh/id_dropbear >/dev/null 2>&1
-for host in $(uniq "$PBS_NODEFILE"); do
-  dbclient "$host" 'echo "reached $(hostname) as $(id -un)"' || echo "cannot reach $host"
-done
-"""
 
 
 @pytest.fixture

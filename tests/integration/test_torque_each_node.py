@@ -17,21 +17,12 @@ import hostnet
 import pytest
 import yaml
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from lifecycle_site import REACH_EVERY_VM as JOB
 from lifecycle_site import USER, Site
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 SISTER = "vtsister2"
 BRIDGE, GATEWAY = "vtbr1", "10.79.0.1"
-# As test_multinode.py's job: the tiny guest's dbclient reads known hosts from ~/.ssh only and
-# keys in its own format; an unknown or changed host key makes it fail.
-JOB = """#!/bin/sh
-echo "nodefile: $(tr '\\n' ' ' < "$PBS_NODEFILE")"
-mkdir -p ~/.ssh && cp /etc/ssh/vtorque/known_hosts ~/.ssh/known_hosts
-dropbearconvert openssh dropbear "/etc/ssh/vtorque/keys/$(id -un)" ~/.ssh/id_dropbear >/dev/null 2>&1
-for host in $(uniq "$PBS_NODEFILE"); do
-  dbclient "$host" 'echo "reached $(hostname) as $(id -un)"' || echo "cannot reach $host"
-done
-"""
 
 
 @pytest.fixture
