@@ -42,12 +42,11 @@ def main(argv=None):
         print(f"vtorque-hook: {err}", file=sys.stderr)
         return 2
     # an unreadable config: the defaults tell where the spool and state are
-    if not _is_vm_job(
-        adapter.hook_job_id(args, os.environ), adapter.hook_spool_key(args, os.environ), data_or_empty
-    ):
+    spool_key = adapter.hook_spool_key(args, os.environ)
+    if not _is_vm_job(adapter.hook_job_id(args, os.environ), spool_key, data_or_empty):
         return 0
     try:
-        return _handle(adapter, name, args, path, data)
+        return _handle(adapter, name, args, path, data, undecided=spool_key is None)
     except Exception as err:  # noqa: BLE001 - the last line of defence: say why, as a failed start
         print(f"vtorque-hook {name}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
         return adapter.failure_exit(name, data_or_empty)
@@ -70,8 +69,10 @@ def _is_vm_job(job_id, spool_key, data):
     return os.path.lexists(os.path.join(str(spool), spool_key)) or os.path.lexists(state_dir)
 
 
-def _handle(adapter_class, name, args, path, data):
-    """The VM job's event; the config document already read is validated, not read again."""
+def _handle(adapter_class, name, args, path, data, undecided=False):
+    """The VM job's event; the config document already read is validated, not read again.
+    `undecided`: the fast path could not tell a VM job (a marked Slurm array element): look again
+    with the job the batch system names."""
     from vtorque.errors import VTorqueError
     from vtorque.scheduler.base import Event, Outcome
     from vtorque.site.config import from_data, load_config
@@ -90,7 +91,7 @@ def _handle(adapter_class, name, args, path, data):
         return adapter_class.failure_exit(name, data)
     adapter = adapter_class(config)
     job = adapter.job_from_hook(name, args, os.environ)
-    if not _is_vm_job(job.job_id, job.spool_key, data or {}):
+    if undecided and not _is_vm_job(job.job_id, job.spool_key, data or {}):
         return 0  # what the fast path could not tell: the batch system's word, no spool dir
     outcome = Outcome.OK
     if job.event is Event.CANCEL:

@@ -133,18 +133,25 @@ class Adapter(base.Adapter):
         return job_id, None
 
     def _show_job(self, job_id):
-        """`scontrol show job -o` of this job as {field: value}; {} when slurmctld cannot tell.
-        The id an array was submitted as names every element (one line each): the line whose
-        JobId is `job_id` is this one's."""
+        """This job's `scontrol show job -o` fields; {} when slurmctld cannot tell. The id an
+        array was submitted as names every element (one line each): the line whose JobId is
+        `job_id` is this one's."""
+        return next(
+            (fields for fields in self._job_records(job_id) or () if fields.get("JobId") == job_id), {}
+        )
+
+    def _job_records(self, job_id):
+        """`scontrol show job -o JOB` as one {field: value} per line; [] for a job slurmctld no
+        longer knows; None when it could not tell (controller down, timeout, no answer)."""
         try:
             done = self._scontrol("show", "job", "-o", job_id)
         except (OSError, subprocess.SubprocessError):
-            return {}
-        for line in done.stdout.splitlines() if done.returncode == 0 else ():
-            fields = dict(re.findall(r"(?:^|\s)(\w+)=(\S*)", line))
-            if fields.get("JobId") == job_id:
-                return fields
-        return {}
+            return None
+        if done.returncode != 0:
+            return [] if INVALID_JOB in done.stderr else None
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        # an answer without a job in it says nothing, as before: cannot tell
+        return [dict(re.findall(r"(?:^|\s)(\w+)=(\S*)", line)) for line in lines] or None
 
     @classmethod
     def failure_exit(cls, name, data=None):
@@ -240,27 +247,19 @@ class Adapter(base.Adapter):
         return self._job_fields(job_id)[0]
 
     def _job_fields(self, job_id):
-        """(JobState, Reason) as job_state tells them."""
-        try:
-            done = self._scontrol("show", "job", "-o", job_id)
-        except (OSError, subprocess.SubprocessError):
-            return None, None
-        if done.returncode != 0:
-            return ("" if INVALID_JOB in done.stderr else None), None
-        state = re.search(r"\bJobState=(\S+)", done.stdout)
-        reason = re.search(r"\bReason=(\S+)", done.stdout)
-        return (state.group(1) if state else None), (reason.group(1) if reason else "")
+        """(JobState, Reason) as job_state tells them, from the first line."""
+        records = self._job_records(job_id)
+        if not records:
+            return ("" if records == [] else None), None
+        return records[0].get("JobState") or None, records[0].get("Reason", "")
 
     def may_run(self, job_id):
         """Whether slurmctld may still run (or is still ending) `job_id`, or any element of the
         array submitted as `job_id` (one line each); None: cannot tell."""
-        try:
-            done = self._scontrol("show", "job", "-o", job_id)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if done.returncode != 0:
-            return False if INVALID_JOB in done.stderr else None
-        states = re.findall(r"\bJobState=(\S+)", done.stdout)
+        records = self._job_records(job_id)
+        if not records:
+            return None if records is None else False
+        states = [fields["JobState"] for fields in records if fields.get("JobState")]
         return any(state not in FINAL_STATES for state in states) if states else None
 
     def start_abandoned(self, job_id):
