@@ -45,6 +45,19 @@ done
 """
 
 
+def two_node_bridge(bridge, subnet, nodes):
+    """network config of a bridge `subnet` ("10.77.0", a /24; .1 the gateway) with ten
+    addresses for each of the two `nodes`."""
+    first, second = nodes
+    return {
+        "mode": "bridge",
+        "bridge": bridge,
+        "cidr": f"{subnet}.0/24",
+        "gateway": f"{subnet}.1",
+        "ranges": {first: f"{subnet}.10-{subnet}.19", second: f"{subnet}.20-{subnet}.29"},
+    }
+
+
 class Site:
     def __init__(self, image, cmdline=None, **overrides):
         self.root = Path(tempfile.mkdtemp(prefix="vtorque-site-", dir="/var/tmp"))

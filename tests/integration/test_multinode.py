@@ -11,26 +11,19 @@ import uuid
 import hostnet
 import pytest
 from lifecycle_site import REACH_EVERY_VM as JOB
-from lifecycle_site import USER, Site
+from lifecycle_site import USER, Site, two_node_bridge
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 SISTER = "vtsister1"
-BRIDGE, GATEWAY = "vtbr0", "10.77.0.1"
+BRIDGE, SUBNET = "vtbr0", "10.77.0"
 
 
 @pytest.fixture
 def bridged_site(tiny_image):
-    ms = socket.gethostname()
-    network = {
-        "mode": "bridge",
-        "bridge": BRIDGE,
-        "cidr": "10.77.0.0/24",
-        "gateway": GATEWAY,
-        "ranges": {ms: "10.77.0.10-10.77.0.19", SISTER: "10.77.0.20-10.77.0.29"},
-    }
+    network = two_node_bridge(BRIDGE, SUBNET, (socket.gethostname(), SISTER))
     site = Site(tiny_image, network=network)
     netns = f"vtt-{uuid.uuid4().hex[:6]}"
-    with hostnet.namespace_with_bridge(netns, BRIDGE, f"{GATEWAY}/24"), hostnet.libvirtd_in(netns):
+    with hostnet.namespace_with_bridge(netns, BRIDGE, f"{network['gateway']}/24"), hostnet.libvirtd_in(netns):
         mom = PbsMom(str(site.config), sisters=(SISTER,))
         try:
             yield site, mom, netns

@@ -18,23 +18,16 @@ import pytest
 import yaml
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
 from lifecycle_site import REACH_EVERY_VM as JOB
-from lifecycle_site import USER, Site
+from lifecycle_site import USER, Site, two_node_bridge
 from vtorque.scheduler.torque.emulator.pbs_mom import PbsMom
 
 SISTER = "vtsister2"
-BRIDGE, GATEWAY = "vtbr1", "10.79.0.1"
+BRIDGE, SUBNET = "vtbr1", "10.79.0"
 
 
 @pytest.fixture
 def each_node_site(tiny_image):
-    ms = socket.gethostname()
-    network = {
-        "mode": "bridge",
-        "bridge": BRIDGE,
-        "cidr": "10.79.0.0/24",
-        "gateway": GATEWAY,
-        "ranges": {ms: "10.79.0.10-10.79.0.19", SISTER: "10.79.0.20-10.79.0.29"},
-    }
+    network = two_node_bridge(BRIDGE, SUBNET, (socket.gethostname(), SISTER))
     site = Site(tiny_image, network=network)
     secret = site.root / "job-key.secret"
     secret.write_bytes(secrets.token_bytes(32))
@@ -43,7 +36,7 @@ def each_node_site(tiny_image):
     data["torque"] = {"start": "each_node", "key_secret": str(secret)}  # the roles copy it to every node
     site.config.write_text(yaml.safe_dump(data))
     netns = f"vtt-{uuid.uuid4().hex[:6]}"
-    with hostnet.namespace_with_bridge(netns, BRIDGE, f"{GATEWAY}/24"), hostnet.libvirtd_in(netns):
+    with hostnet.namespace_with_bridge(netns, BRIDGE, f"{network['gateway']}/24"), hostnet.libvirtd_in(netns):
         mom = PbsMom(str(site.config), sisters=(SISTER,))
         try:
             yield site, mom, netns

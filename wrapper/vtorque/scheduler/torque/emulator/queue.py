@@ -102,8 +102,7 @@ def _exec_host(queue, job_id):
 
 def _qstat_array(queue, array_id):
     """`qstat -t ARRAY`: a header, then one line per element: id, name, user, time, state, queue."""
-    records = [_read_json(os.path.join(queue, name)) for name in os.listdir(queue) if name.endswith(".json")]
-    record = next((r for r in records if r["job_id"] == array_id and r.get("elements")), None)
+    record = next((r for r in _records(queue) if r["job_id"] == array_id and r.get("elements")), None)
     if record is None or deleted(queue, array_id):
         print(f"qstat: Unknown Job Id Error {array_id}", file=sys.stderr)
         return UNKNOWN_EXIT
@@ -113,6 +112,11 @@ def _qstat_array(queue, array_id):
         index = element.split("[")[1].split("]")[0]
         print(f"{element:<25} job-{index:<12} user 0 {element_state(queue, element)} batch")
     return 0
+
+
+def _records(queue):
+    """Every job qsub stored."""
+    return (_read_json(os.path.join(queue, name)) for name in os.listdir(queue) if name.endswith(".json"))
 
 
 def _read_json(path):
@@ -184,7 +188,7 @@ def _interactive(queue, job_id, listener):
 
 
 def _qstat(queue, job_id):
-    records = [_read_json(os.path.join(queue, name)) for name in os.listdir(queue) if name.endswith(".json")]
+    records = list(_records(queue))
     record = next((r for r in records if r["job_id"] == job_id), None)
     exec_host = _exec_host(queue, job_id)
     array = next((r for r in records if job_id in r.get("elements", ())), None)
