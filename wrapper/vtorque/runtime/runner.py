@@ -9,6 +9,7 @@ artifacts or events.
 
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -90,6 +91,7 @@ def run_playbook(
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
+        RUN_MARK: private,
     }
     start = time.monotonic()
     try:
@@ -107,8 +109,44 @@ def run_playbook(
         failures = tuple(_failure(event) for event in run.events if event.get("event") in FAILED_EVENTS)
         status, rc = run.status, run.rc
     finally:
+        reap(private)
         shutil.rmtree(private, ignore_errors=True)
     return RunResult(status == "successful", status, rc, time.monotonic() - start, failures)
+
+
+RUN_MARK = "VTORQUE_RUNNER_DIR"  # in the environment of every process a run starts here
+REAP_SECONDS = 10
+
+
+def reap(private):
+    """Kill what a run left behind on this machine and wait until it is gone. Ansible's workers
+    leave the runner's session (setsid), so when ansible-playbook is killed (the runner's
+    timeout or cancel, the OOM killer) they go on running their module: a vm_start would define
+    a VM after the teardown that follows. They all carry the run's mark in their environment."""
+    mark = f"{RUN_MARK}={private}".encode()
+    deadline = time.monotonic() + REAP_SECONDS
+    while True:
+        left = [pid for pid in _pids() if mark in _environ(pid)]
+        if not left or time.monotonic() > deadline:
+            return left
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def _pids():
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != os.getpid()]
+
+
+def _environ(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return handle.read().split(b"\0")
+    except OSError:  # gone, or a zombie
+        return ()
 
 
 TEMPLATE_MARKS = ("{", "#jinja2:")  # Jinja's delimiters, and Ansible's override header
