@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 import libvirt_qemu
-from vtorque.guest.readiness import until_ok
+from vtorque.guest.readiness import ssh_banner, until_ok
 
 PREFIX = "vtt-"
 
@@ -196,7 +196,11 @@ def wait_ssh(port, user, key, known_hosts, timeout):
     """Seconds until SSH runs `true`, waited for as the prologue waits (overlapping attempts);
     AssertionError with the last error otherwise."""
     start = time.monotonic()
-    ready, last = until_ok(ssh_argv(port, user, key, known_hosts, "true"), deadline=start + timeout)
+    ready, last = until_ok(
+        ssh_argv(port, user, key, known_hosts, "true"),
+        deadline=start + timeout,
+        answers=lambda: ssh_banner("127.0.0.1", port),
+    )
     if not ready:
         raise AssertionError(f"no SSH as {user} on 127.0.0.1:{port} in {timeout}s: {last}")
     return time.monotonic() - start

@@ -1,6 +1,7 @@
 """Overlapping readiness attempts: a stalled attempt does not hold up a later one, a failing
 command reports its last reason, and no attempt outlives the wait."""
 
+import socket
 import subprocess
 import sys
 import threading
@@ -8,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from vtorque.guest.readiness import until_ok
+from vtorque.guest.readiness import ssh_banner, until_ok
 
 
 def attempt(code):
@@ -57,3 +58,38 @@ def test_a_check_that_raises_stops_the_wait_and_its_attempts():
     with pytest.raises(RuntimeError, match="cancelled"):
         until_ok(hung, deadline=in_seconds(30), every=0.2, check=check)
     assert leftovers(tag) == []
+
+
+def test_the_attempt_starts_as_soon_as_the_server_answers_not_at_the_next_in_the_schedule(tmp_path):
+    flag = tmp_path / "up"
+    command, tag = attempt(f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 255)")
+    threading.Timer(0.5, flag.touch).start()
+    # The first attempt fails at once and the next is 10 s away: only the look can make it.
+    assert until_ok(command, deadline=in_seconds(5), every=10, answers=flag.exists) == (True, "")
+    assert leftovers(tag) == []
+
+
+def _server(behaviour):
+    """A loopback TCP server that serves one connection with `behaviour(conn)`; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                behaviour(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_only_a_server_that_sends_an_ssh_version_line_answers():
+    assert ssh_banner("127.0.0.1", _server(lambda conn: conn.sendall(b"SSH-2.0-dropbear\r\n")))
+    assert not ssh_banner("127.0.0.1", _server(lambda conn: conn.sendall(b"HTTP/1.0 400\r\n")))
+    assert not ssh_banner("127.0.0.1", _server(lambda conn: None))  # accepted, then closed (user-mode NAT)
+    began = time.monotonic()
+    assert not ssh_banner("127.0.0.1", _server(lambda conn: time.sleep(2)), timeout=0.2)  # accepted, silent
+    assert time.monotonic() - began < 1
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    assert not ssh_banner("127.0.0.1", port)  # nothing listens

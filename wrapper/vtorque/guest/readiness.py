@@ -6,17 +6,26 @@ at a time loses up to a whole timeout per stalled attempt: measured 7.5 s of an 
 on the tiny guest. A new attempt starts every `every` seconds while older ones still run, at
 most `most` at once (enough to cover the 5 s a stalled ssh attempt waits), each killed after
 `lifetime`; the first to succeed wins, at most `every` after the guest could answer.
+
+`answers()`, looked at every `look_every` seconds (for SSH: `ssh_banner`, one TCP connection and
+no process), starts an attempt at once the first time it says yes: an ssh attempt costs a process
+and a key exchange on the host's cores, which the guests' emulation needs, so attempts stay one a
+second, and the one that can succeed starts within a tenth of a second of the guest's SSH server
+(measured on the tiny guest: ~0.5 s sooner on average than the next attempt in the schedule).
 """
 
+import socket
 import subprocess
 import time
 
 
-def until_ok(command, *, deadline, every=1.0, most=6, lifetime=20.0, check=lambda: None):
+def until_ok(
+    command, *, deadline, every=1.0, most=6, lifetime=20.0, check=lambda: None, answers=None, look_every=0.1
+):
     """(True, "") once an attempt of `command` exits 0, or (False, the last failure's stderr)
     at the monotonic `deadline`. `check()` runs every `every` seconds and may raise to stop.
     No attempt outlives the call."""
-    running, last, next_start = [], "", 0.0
+    running, last, next_start, next_look = [], "", 0.0, 0.0
     try:
         while True:
             now = time.monotonic()
@@ -33,6 +42,10 @@ def until_ok(command, *, deadline, every=1.0, most=6, lifetime=20.0, check=lambd
                 last = attempt.communicate()[1].strip() or last
             if now >= deadline:
                 return False, last
+            if answers is not None and now >= next_look:
+                next_look = now + look_every
+                if answers():
+                    answers, next_start = None, now  # once: later attempts keep the schedule
             if now >= next_start:
                 check()
                 next_start = now + every
@@ -49,3 +62,14 @@ def _start(command):
     return subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
+
+
+def ssh_banner(host, port, timeout=0.2):
+    """Whether an SSH server answers on host:port now: its version line arrives within
+    `timeout`. (QEMU's user-mode NAT accepts a connection on the host before the guest can
+    take it; then nothing, or the connection closes, arrives.)"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False

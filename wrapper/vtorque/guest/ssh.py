@@ -12,7 +12,7 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection imp
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import LibvirtFailure
 
 from vtorque.errors import InfrastructureError, JobCancelled
-from vtorque.guest.readiness import until_ok
+from vtorque.guest.readiness import ssh_banner, until_ok
 
 ROOT_KNOWN_HOSTS = "known_hosts"  # root's (0600): the prologue's SSH wait
 OWNER_KNOWN_HOSTS = "owner_known_hosts"  # the owner's (0600, theirs): the job
@@ -54,7 +54,12 @@ def wait_for_ssh(plan, deadline, here, cancelled=lambda: False):
                 raise InfrastructureError(f"{vm.name} stopped running before it accepted SSH")
 
         command = [*ssh_command(plan.job_dir, plan.owner.name, vm.ssh_host, vm.ssh_port), "true"]
-        ready, last = until_ok(command, deadline=deadline, check=still_worth_it)
+        ready, last = until_ok(
+            command,
+            deadline=deadline,
+            check=still_worth_it,
+            answers=lambda: ssh_banner(vm.ssh_host, vm.ssh_port),
+        )
         if not ready:
             detail = (last.splitlines() or ["no answer"])[-1]
             raise InfrastructureError(
