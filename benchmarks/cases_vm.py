@@ -70,10 +70,11 @@ def _provisioning(image, count, workdir, repeat):
         "job_start_playbook": summary(playbook),
         "ssh_ready_after_playbook": summary(ssh_ready),
     }
-    return [
-        result,
-        comparison(f"teardown: {count} VM(s), epilogue vs direct destroy", epilogue, teardown_floor),
-    ]
+    teardown = comparison(f"teardown: {count} VM(s), epilogue vs direct destroy", epilogue, teardown_floor)
+    for figure, mine, floor in ((result, prologue, boot_floor), (teardown, epilogue, teardown_floor)):
+        # each run is followed by its floor: the pairs show what the machine's load did to both
+        figure["per_pair_overhead_s"] = [round(m - f, 3) for m, f in zip(mine, floor, strict=True)]
+    return [result, teardown]
 
 
 @contextlib.contextmanager

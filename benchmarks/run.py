@@ -33,7 +33,7 @@ CASES = {
     "telemetry": cases_telemetry.telemetry,
     "snapshot": cases_snapshot.snapshot,
 }
-# Targets from issue 7: (figure name prefix, field, limit, description)
+# Targets from issues 7 and 18: (figure name prefix, field, limit, description)
 TARGETS = [
     ("submission: vsub VM job", "overhead_s", 0.300, "vsub overhead over qsub <= 300 ms"),
     ("hooks:", "per_hook_overhead_s", 0.150, "bare-metal hook overhead <= 150 ms per hook"),
@@ -43,6 +43,10 @@ TARGETS = [
         3.0,
         "provisioning overhead over direct libvirt <= 3 s for one VM",
     ),
+    ("provisioning: 1 VM", "overhead_s", 1.0, "provisioning, 1 VM within 1.0 s of the floor (issue 18)"),
+    ("provisioning: 2 VM", "ratio", 1.15, "provisioning, 2 VMs <= 1.15x the floor (issue 18)"),
+    ("provisioning: 4 VM", "ratio", 1.15, "provisioning, 4 VMs <= 1.15x the floor (issue 18)"),
+    ("teardown: 1 VM", "overhead_s", 0.3, "teardown, 1 VM within 0.3 s of the floor (issue 18)"),
     ("fan-out: job_start+job_stop over 256", "ratio", 4.0, "fan-out to 256 nodes <= 4x one node"),
     ("nodes: primary CPU s, job_start+job_stop", "ratio", 1.5, "primary's CPU, 32 nodes <= 1.5x one node"),
     (
