@@ -167,3 +167,31 @@ def test_sweep_removes_the_jobs_shared_memory_and_leftovers_of_dead_jobs(tmp_pat
     assert sorted(os.listdir(shm)) == sorted(
         [naming.shmem_name("linked3"), naming.shmem_name("live1"), "vt-other-file"]
     )
+
+
+def test_a_node_sweep_removes_what_a_killed_template_build_left_unless_a_build_runs(tmp_path, test_conn):
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils import snapshot
+
+    snapshots = tmp_path / snapshot.SUBDIR
+    (snapshots / "3f1d.build").mkdir(parents=True)
+    (snapshots / "3f1d.build" / "state.partial").write_bytes(b"half a save")
+    (snapshots / "77aa").mkdir()  # a complete template stays
+    name, elsewhere = snapshot.TEMPLATE_PREFIX + "3f1d", snapshot.TEMPLATE_PREFIX + "9c0e"
+    for guest, directory in ((name, snapshots), (elsewhere, tmp_path / "other" / snapshot.SUBDIR)):
+        test_conn.createXML(
+            f"<domain type='test'><name>{guest}</name><memory>65536</memory><os><type>hvm</type></os>"
+            f"<devices><disk type='file' device='disk'><source file='{directory}/3f1d.build/overlay.qcow2'/>"
+            "<target dev='vda'/></disk></devices></domain>"
+        )
+    leftovers = [name, str(snapshots / "3f1d.build")]
+    args = {"uri": TEST_URI, "live_jobs": [], "state_dir": str(tmp_path)}
+    with snapshot._Lock(str(snapshots)):  # a build runs: its guest and dir are its own
+        assert run_module("vm_sweep", args)["template_builds"] == []
+    check = run_module("vm_sweep", args, check=True)
+    assert check["changed"] and check["template_builds"] == leftovers
+    assert (snapshots / "3f1d.build").exists() and name in [d.name() for d in test_conn.listAllDomains()]
+    assert run_module("vm_sweep", args)["template_builds"] == leftovers
+    assert not (snapshots / "3f1d.build").exists() and (snapshots / "77aa").is_dir()
+    names = [d.name() for d in test_conn.listAllDomains()]
+    assert name not in names and elsewhere in names, "another state dir's build is not this sweep's"
+    assert run_module("vm_sweep", args)["changed"] is False

@@ -23,10 +23,12 @@ def main(argv, prog="vtorque sweep"):
         print(f"{verb} domain {name}")
     for path in swept.directories:
         print(f"{verb} {path}")
+    for leftover in swept.template_builds:
+        print(f"{verb} {leftover} (a snapshot template's build killed half-way)")
     for job_id in swept.records:
         print(f"{verb} the record of job {job_id} (older than {config.records_keep_days} days)")
     for path in swept.spool_dirs:
         print(f"{verb} {path} (the server will not run its job)")
-    if not (swept.domains or swept.directories or swept.records or swept.spool_dirs):
+    if not (swept.domains or swept.directories or swept.template_builds or swept.records or swept.spool_dirs):
         print(f"nothing to sweep ({len(swept.live)} running job(s) kept)")
     return 0

@@ -9,6 +9,8 @@ result (and so out of the runner's events).
 import os
 from xml.sax.saxutils import quoteattr
 
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils.snapshot import SUBDIR as SNAPSHOT_SUBDIR
+
 from vtorque.guest.seeds import seed_for
 
 RAMDISK_SLACK_MIB = 64  # per VM: qcow2 metadata on top of the guest-visible sizes
@@ -66,7 +68,7 @@ def start_variables(plan, config, keys, extra=None, extra_source="", nodes=None)
                 "path": image["path"],
                 "format": image["format"],
                 "start": image.get("start", "boot"),
-                "snapshot_dir": os.path.join(plan.state_dir, "snapshots"),
+                "snapshot_dir": os.path.join(plan.state_dir, SNAPSHOT_SUBDIR),
             },
             "domain": {  # vm_domain's options every VM shares
                 "virt_type": plan.virt_type,

@@ -29,6 +29,7 @@ class Swept:
     live: list
     domains: list
     directories: list
+    template_builds: list
     records: list
     spool_dirs: list
 
@@ -52,7 +53,7 @@ def sweep_node(config, *, dry_run=False):
         config.state_dir, keep_days=config.records_keep_days, live_jobs=live, dry_run=dry_run
     )
     spools = sweep_spool(config, adapter, dry_run=dry_run)
-    return Swept(live, result["domains"], result["directories"], records, spools)
+    return Swept(live, result["domains"], result["directories"], result["template_builds"], records, spools)
 
 
 def sweep_spool(config, adapter, *, dry_run=False):

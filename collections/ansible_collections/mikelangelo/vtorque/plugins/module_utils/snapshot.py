@@ -57,7 +57,8 @@ except ImportError:  # the libvirt check of run_module reports the missing packa
     libvirt_qemu = None
 
 FORMAT = 1  # of the template and its key: a change here makes every node build new templates
-DEFAULT_DIR = os.path.join(naming.DEFAULT_STATE_DIR, "snapshots")
+SUBDIR = "snapshots"  # of the state dir
+DEFAULT_DIR = os.path.join(naming.DEFAULT_STATE_DIR, SUBDIR)
 DIR_MODE = 0o700
 TEMPLATE_FLAG = "vtorque.template=1"
 TEMPLATE_PREFIX = "vtorque-template-"  # not vt-: never taken for a job's domain by a sweep
@@ -191,14 +192,20 @@ def template_key(shape: str, image: dict, data_size: str | None, versions: tuple
 
 
 class _Lock:
-    """One template build at a time on the node (flock on <dir>/.lock)."""
+    """One template build at a time on the node (flock on <dir>/.lock). `wait=False`: taken
+    only when no build holds it (BlockingIOError otherwise)."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, wait: bool = True):
         self.path = os.path.join(directory, ".lock")
+        self.how = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
 
     def __enter__(self):
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, self.how)
+        except BaseException:
+            os.close(self.fd)
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -314,6 +321,37 @@ def _build(
         if os.path.exists(files[key]):
             os.unlink(files[key])
     os.rmdir(files["@share"])
+
+
+def abandoned_builds(conn, snapshot_dir: str, check_mode: bool) -> list:
+    """What builds killed half-way left (their template guest, their .build dir), removed; none
+    while a build runs (it holds the lock for as long as it has either)."""
+    if not os.path.isdir(snapshot_dir):
+        return []
+    try:
+        with _Lock(snapshot_dir, wait=False):
+            domains = [
+                d.name()
+                for d in conn.listAllDomains()
+                if d.name().startswith(TEMPLATE_PREFIX) and _builds_in(d, snapshot_dir)
+            ]
+            builds = [os.path.join(snapshot_dir, e) for e in os.listdir(snapshot_dir) if e.endswith(".build")]
+            if not check_mode:
+                for name in domains:
+                    _destroy_by_name(conn, name)
+                for path in builds:
+                    shutil.rmtree(path, ignore_errors=True)
+            return domains + builds
+    except BlockingIOError:
+        return []
+
+
+def _builds_in(dom, snapshot_dir: str) -> bool:
+    """Whether the template guest's files are in `snapshot_dir` (another state dir's are not ours)."""
+    try:
+        return os.path.join(snapshot_dir, "") in dom.XMLDesc(0)
+    except libvirt.libvirtError:
+        return False
 
 
 def _waiting(dom) -> bool:

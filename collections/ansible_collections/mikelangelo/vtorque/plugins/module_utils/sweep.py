@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming, snapshot
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain import POLL, DomainState
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import Refused
@@ -134,6 +134,7 @@ def sweep_jobs(
         else:
             names = orphan_domain_names(hv, live_jobs or [])
         _remove_domains(hv, names, shutdown_timeout, check_mode)
+        builds = [] if job_id is not None else _abandoned_builds(hv, state_dir, check_mode)
     finally:
         hv.close()
     directories = _job_dirs(state_dir, job_id, live_jobs)
@@ -148,8 +149,15 @@ def sweep_jobs(
             except FileNotFoundError:
                 pass
     return dict(
-        changed=bool(names or directories or regions),
+        changed=bool(names or directories or regions or builds),
         domains=names,
         directories=directories,
         shared_memory=regions,
+        template_builds=builds,
     )
+
+
+def _abandoned_builds(hv: Hypervisor, state_dir: str, check_mode: bool) -> list:
+    """A snapshot template's build killed half-way: its guest and files (start: snapshot)."""
+    where = os.path.join(state_dir, snapshot.SUBDIR)
+    return hv.run("sweep template builds", where, lambda c: snapshot.abandoned_builds(c, where, check_mode))

@@ -12,7 +12,9 @@ description:
     C(<vtorque:job id=...>) metadata tag naming exactly that job) and deletes the job's directory
     C(<state_dir>/jobs/<job>/) with its overlays, seeds and logs, and its shared memory file
     C(/dev/shm/vt-<job>-unclot) (libvirt leaves it behind).
-  - With O(live_jobs), does the same for every vTorque domain and job directory whose job is not in the list.
+  - With O(live_jobs), does the same for every vTorque domain and job directory whose job is not in the list,
+    and removes what a snapshot template's build killed half-way left (its C(vtorque-template-*) guest and
+    C(<state_dir>/snapshots/*.build) directory) unless a build is running.
   - Domains without the vTorque metadata tag are never touched. Running the sweep again changes nothing.
 version_added: 0.1.0
 author:
@@ -79,6 +81,12 @@ shared_memory:
   type: list
   elements: str
   sample: [/dev/shm/vt-42.head-unclot]
+template_builds:
+  description: Guests and directories of template builds killed half-way, removed (or that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: [vtorque-template-3f1d0c9a6b2e4d7f, /var/lib/vtorque/snapshots/3f1d0c9a6b2e4d7f.build]
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
