@@ -195,3 +195,39 @@ def test_a_node_sweep_removes_what_a_killed_template_build_left_unless_a_build_r
     names = [d.name() for d in test_conn.listAllDomains()]
     assert name not in names and elsewhere in names, "another state dir's build is not this sweep's"
     assert run_module("vm_sweep", args)["changed"] is False
+
+
+def test_a_teardown_waits_for_a_start_of_the_job_that_still_runs(tmp_path, test_conn, job):
+    """A start that outlived its runner (a killed ansible-playbook's worker, a module on a node
+    whose SSH connection is gone) defines its VM after the teardown began: the teardown waits."""
+    import threading
+    import time
+
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils import startlock
+
+    job_dir = tmp_path / "jobs" / naming.sanitise_job_id(job["id"])
+    job_dir.mkdir(parents=True)
+    held, late = threading.Event(), []
+
+    def start():
+        with startlock.starting(str(job_dir)):
+            held.set()
+            time.sleep(0.5)
+            late.append(define(job, 0))  # after the teardown below has begun
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    held.wait(5)
+    result = run_module("vm_sweep", {"uri": TEST_URI, "job_id": job["id"], "state_dir": str(tmp_path)})
+    starter.join()
+    assert result["domains"] == late and result["directories"] == [str(job_dir)]
+    assert late[0] not in [d.name() for d in test_conn.listAllDomains()] and not job_dir.exists()
+
+
+def test_a_start_stuck_longer_than_the_wait_does_not_hold_the_teardown(tmp_path):
+    from ansible_collections.mikelangelo.vtorque.plugins.module_utils import startlock
+
+    with startlock.starting(str(tmp_path)):
+        assert startlock.wait_for_start(str(tmp_path), seconds=0.3) is False
+    assert startlock.wait_for_start(str(tmp_path), seconds=0.3) is True
+    assert startlock.wait_for_start(str(tmp_path / "never-started")) is True

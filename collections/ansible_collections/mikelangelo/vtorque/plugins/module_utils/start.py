@@ -15,7 +15,12 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils import domain_xml, hugepages, snapshot
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import (
+    domain_xml,
+    hugepages,
+    snapshot,
+    startlock,
+)
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.common import URI_ARGSPEC
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.disk import ensure_disk, marker_path
@@ -93,9 +98,16 @@ def ensure_started(params: dict, check_mode: bool, want_diff: bool, run_qemu_img
         raise InvalidSpec(f"seeds for VMs not in vms: {', '.join(unknown)}", target=unknown[0])
     for vm in params["vms"]:
         _check_definition(vm)
-    diffs = []
     changed = _directory(os.path.dirname(params["job_dir"]), JOB_DIR_MODE, check_mode)
     changed |= _directory(params["job_dir"], JOB_DIR_MODE, check_mode)
+    if check_mode:
+        return _ensure_started(params, seeds, changed, check_mode, want_diff, run_qemu_img, run_command)
+    with startlock.starting(params["job_dir"]):  # a teardown of the job here waits for it
+        return _ensure_started(params, seeds, changed, check_mode, want_diff, run_qemu_img, run_command)
+
+
+def _ensure_started(params, seeds, changed, check_mode, want_diff, run_qemu_img, run_command) -> dict:
+    diffs = []
     if params.get("ramdisk"):
         changed |= _ramdisk(params["ramdisk"], check_mode, run_command)
     for vm in params["vms"]:

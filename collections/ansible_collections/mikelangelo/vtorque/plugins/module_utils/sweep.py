@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 
-from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming, snapshot
+from ansible_collections.mikelangelo.vtorque.plugins.module_utils import naming, snapshot, startlock
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.connection import Hypervisor
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.domain import POLL, DomainState
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import Refused
@@ -125,6 +125,10 @@ def sweep_jobs(
     """Every domain and job dir of job `job_id`, or with no `job_id` of every job not in
     `live_jobs`; guests get `shutdown_timeout` seconds to shut down (0: destroyed at once).
     `node` (with `job_id`): only the job's domains planned for that node."""
+    directories = _job_dirs(state_dir, job_id, live_jobs)
+    for path in directories:
+        if not check_mode:
+            startlock.wait_for_start(path)  # a start that outlived its runner defines nothing after us
     hv = Hypervisor(uri)
     try:
         if job_id is not None:
@@ -137,7 +141,6 @@ def sweep_jobs(
         builds = [] if job_id is not None else _abandoned_builds(hv, state_dir, check_mode)
     finally:
         hv.close()
-    directories = _job_dirs(state_dir, job_id, live_jobs)
     regions = _shared_memory(job_id, live_jobs, shm_dir)
     if not check_mode:
         for path in directories:
