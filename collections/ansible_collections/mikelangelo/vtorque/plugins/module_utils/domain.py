@@ -19,7 +19,7 @@ from ansible_collections.mikelangelo.vtorque.plugins.module_utils.errors import 
 )
 from ansible_collections.mikelangelo.vtorque.plugins.module_utils.waiter import wait_for
 
-POLL = 0.25
+POLL = 0.05  # seconds between state looks: a look is one local libvirt call, a late one is a job's time
 
 
 class DomainState:
