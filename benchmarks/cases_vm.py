@@ -186,7 +186,9 @@ def _direct_boot(image, count, workdir):
             guests.append(Guest(conn.createXML(xml, 0), directory / f"serial{index}.log", port))
             ports.append((port, directory / f"known{index}"))
         for port, known in ports:
-            wait_ssh(port, "bench", key, known, timeout=180)
+            # as the prologue waits for the same job: with a look for the version line, unless
+            # its VMs are behind a user-mode port forward (1 VM; several get a libvirt network)
+            wait_ssh(port, "bench", key, known, timeout=180, look=count > 1)
         booted = time.monotonic() - start
         start = time.monotonic()
         _destroy(guests)

@@ -192,14 +192,15 @@ def ssh(port, user, key, known_hosts, command, timeout=60):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def wait_ssh(port, user, key, known_hosts, timeout):
-    """Seconds until SSH runs `true`, waited for as the prologue waits (overlapping attempts);
-    AssertionError with the last error otherwise."""
+def wait_ssh(port, user, key, known_hosts, timeout, look=False):
+    """Seconds until SSH runs `true`, waited for as the prologue waits (overlapping attempts;
+    `look`: and a look for the version line, which the prologue makes unless its VMs are behind
+    a user-mode port forward, readiness.py); AssertionError with the last error otherwise."""
     start = time.monotonic()
     ready, last = until_ok(
         ssh_argv(port, user, key, known_hosts, "true"),
         deadline=start + timeout,
-        answers=lambda: ssh_banner("127.0.0.1", port),
+        answers=(lambda: ssh_banner("127.0.0.1", port)) if look else None,
     )
     if not ready:
         raise AssertionError(f"no SSH as {user} on 127.0.0.1:{port} in {timeout}s: {last}")

@@ -11,7 +11,14 @@ most `most` at once (enough to cover the 5 s a stalled ssh attempt waits), each 
 no process), starts an attempt at once the first time it says yes: an ssh attempt costs a process
 and a key exchange on the host's cores, which the guests' emulation needs, so attempts stay one a
 second, and the one that can succeed starts within a tenth of a second of the guest's SSH server
-(measured on the tiny guest: ~0.5 s sooner on average than the next attempt in the schedule).
+(the next attempt in the schedule is up to a second away).
+
+Never behind QEMU's user-mode port forward (`network.mode: user`): there every connection is
+accepted on the host while the guest cannot take it yet, and QEMU keeps retrying each one
+towards the guest after the caller gave up, so looks made while the guest boots reach its SSH
+server all at once when it starts; OpenSSH then drops new connections (MaxStartups), and the
+job's first ssh after the wait failed ("Connection closed by remote host", the Debian guest,
+a 37 s boot: ~120 looks).
 """
 
 import socket

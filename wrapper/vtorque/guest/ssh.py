@@ -54,12 +54,11 @@ def wait_for_ssh(plan, deadline, here, cancelled=lambda: False):
                 raise InfrastructureError(f"{vm.name} stopped running before it accepted SSH")
 
         command = [*ssh_command(plan.job_dir, plan.owner.name, vm.ssh_host, vm.ssh_port), "true"]
-        ready, last = until_ok(
-            command,
-            deadline=deadline,
-            check=still_worth_it,
-            answers=lambda: ssh_banner(vm.ssh_host, vm.ssh_port),
-        )
+        # Not behind a user-mode port forward: QEMU accepts there on the guest's behalf and keeps
+        # retrying every look the guest did not answer, then delivers them all to its SSH server
+        # (readiness.py).
+        look = None if plan.network_mode == "user" else (lambda: ssh_banner(vm.ssh_host, vm.ssh_port))
+        ready, last = until_ok(command, deadline=deadline, check=still_worth_it, answers=look)
         if not ready:
             detail = (last.splitlines() or ["no answer"])[-1]
             raise InfrastructureError(
