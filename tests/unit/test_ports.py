@@ -58,3 +58,18 @@ def test_releasing_removes_a_jobs_claims_and_every_dead_one(tmp_path):
 def test_other_network_modes_claim_nothing(tmp_path):
     plan, _ = plan_for("vms_per_node=2,vcpus=1")
     assert claim_ports(plan, 22200) is plan
+
+
+def test_a_port_something_else_on_the_node_has_bound_is_passed_over(tmp_path):
+    import socket
+
+    ours, base = user_plan(tmp_path)
+    for port in range(base, base + 100):  # one in the forward range that nothing holds yet
+        try:
+            taken = socket.create_server(("127.0.0.1", port))  # e.g. an outgoing connection's port
+            break
+        except OSError:
+            continue
+    with taken:
+        (claimed,) = [vm.ssh_port for vm in claim_ports(hashed_to(ours, port), base).vms]
+    assert claimed != port and claims(tmp_path)[claimed] == ours.job_dir

@@ -16,9 +16,9 @@ second, and the one that can succeed starts within a tenth of a second of the gu
 Never behind QEMU's user-mode port forward (`network.mode: user`): there every connection is
 accepted on the host while the guest cannot take it yet, and QEMU keeps retrying each one
 towards the guest after the caller gave up, so looks made while the guest boots reach its SSH
-server all at once when it starts; OpenSSH then drops new connections (MaxStartups), and the
-job's first ssh after the wait failed ("Connection closed by remote host", the Debian guest,
-a 37 s boot: ~120 looks).
+server all at once when it starts; OpenSSH then drops new connections (MaxStartups). That is
+how we read the one failure seen: the Debian guest (a 37 s boot, ~120 looks) accepted the wait's
+ssh and closed the next one ("Connection closed by remote host").
 """
 
 import socket
@@ -72,9 +72,7 @@ def _start(command):
 
 
 def ssh_banner(host, port, timeout=0.2):
-    """Whether an SSH server answers on host:port now: its version line arrives within
-    `timeout`. (QEMU's user-mode NAT accepts a connection on the host before the guest can
-    take it; then nothing, or the connection closes, arrives.)"""
+    """Whether an SSH server answers on host:port now: its version line arrives within `timeout`."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             return sock.recv(64).startswith(b"SSH-")

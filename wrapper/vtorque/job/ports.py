@@ -4,12 +4,16 @@ A VM's port comes from its UUID (plan.py); two jobs' VMs on one node may still h
 port, and the second QEMU then fails to start (the node would go offline for it). A claim is a
 symbolic link `<state_dir>/ports/<port>` to the claiming job's directory. It is live exactly
 while that directory exists, so no claim outlives its job's teardown, and a dangling one is
-free to take. Claims are made under a lock on the ports directory.
+free to take. Claims are made under a lock on the ports directory. A port something else on
+the node has bound (a daemon, or any outgoing connection's local port: the forward range may
+lie in the kernel's ephemeral range) is passed over as well.
 """
 
 import dataclasses
+import errno
 import fcntl
 import os
+import socket
 
 from vtorque.job import statedir
 from vtorque.job.plan import SSH_PORT_SPAN, PlanError, forward_ports_from
@@ -59,9 +63,24 @@ def _claim(claims, job_dir, port, base, mine):
         link = os.path.join(claims, str(candidate))
         if claim_target(link) != job_dir and not take_claim(link, job_dir):
             continue  # a live job's (or not a claim at all)
+        if not _bindable(candidate):
+            continue  # QEMU could not forward it (its claim stays with this job until its end)
         mine.add(candidate)
         return candidate
     raise PlanError(f"no free SSH forward port left in {base}..{base + SSH_PORT_SPAN - 1} on this node")
+
+
+def _bindable(port):
+    """Whether QEMU can listen on 127.0.0.1:`port` now (it binds with SO_REUSEADDR too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
 
 
 def take_claim(link, job_dir):
