@@ -31,18 +31,23 @@ def remove_user():
     subprocess.run(["groupdel", "vtgrp"], capture_output=True, check=False)
 
 
-# The tiny guest's SSH client is dropbear's dbclient: it reads known hosts from ~/.ssh only
-# and keys in its own format, so the job copies the pinned list vTorque wrote and converts the
-# job key (OpenSSH clients use both as written, through vTorque's ssh_config drop-in). An
-# unknown or changed host key makes dbclient fail.
-REACH_EVERY_VM = """#!/bin/sh
-echo "nodefile: $(tr '\\n' ' ' < "$PBS_NODEFILE")"
+def reach_every_vm(hostfile, first_line):
+    """A job script that prints `first_line` (shell, expanded), then reaches every host in the
+    file `$hostfile` names over SSH as its owner. The tiny guest's SSH client is dropbear's
+    dbclient: it reads known hosts from ~/.ssh only and keys in its own format, so the job copies
+    the pinned list vTorque wrote and converts the job key (OpenSSH clients use both as written,
+    through vTorque's ssh_config drop-in). An unknown or changed host key makes dbclient fail."""
+    return f"""#!/bin/sh
+echo "{first_line}"
 mkdir -p ~/.ssh && cp /etc/ssh/vtorque/known_hosts ~/.ssh/known_hosts
 dropbearconvert openssh dropbear "/etc/ssh/vtorque/keys/$(id -un)" ~/.ssh/id_dropbear >/dev/null 2>&1
-for host in $(uniq "$PBS_NODEFILE"); do
+for host in $(uniq "${hostfile}"); do
   dbclient "$host" 'echo "reached $(hostname) as $(id -un)"' || echo "cannot reach $host"
 done
 """
+
+
+REACH_EVERY_VM = reach_every_vm("PBS_NODEFILE", """nodefile: $(tr '\\n' ' ' < "$PBS_NODEFILE")""")
 
 
 def two_node_bridge(bridge, subnet, nodes):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import hostnet
 import pytest
-from lifecycle_site import USER
+from lifecycle_site import USER, reach_every_vm
 from slurm_cluster import SlurmCluster
 from slurm_site import NODES, VENV_BIN, SlurmSite
 from terminals import read_pty, spawn_on_pty
@@ -273,16 +273,9 @@ def test_an_epilog_run_again_finds_nothing_to_do_and_succeeds(slurm, libvirt_con
     assert_nothing_left(slurm, libvirt_conn, job_id)
 
 
-# The tiny guest's SSH client is dropbear's dbclient (see test_multinode.py): the job copies the
-# pinned host keys vTorque wrote and converts the job key.
-MPI = """#!/bin/sh
-echo "hostfile: $(uniq "$VTORQUE_HOSTFILE" | tr '\\n' ' ')nodes=$SLURM_JOB_NODELIST"
-mkdir -p ~/.ssh && cp /etc/ssh/vtorque/known_hosts ~/.ssh/known_hosts
-dropbearconvert openssh dropbear "/etc/ssh/vtorque/keys/$(id -un)" ~/.ssh/id_dropbear >/dev/null 2>&1
-for host in $(uniq "$VTORQUE_HOSTFILE"); do
-  dbclient "$host" 'echo "reached $(hostname) as $(id -un)"' || echo "cannot reach $host"
-done
-"""
+MPI = reach_every_vm(
+    "VTORQUE_HOSTFILE", """hostfile: $(uniq "$VTORQUE_HOSTFILE" | tr '\\n' ' ')nodes=$SLURM_JOB_NODELIST"""
+)
 
 
 def test_two_nodes_each_prolog_starts_its_own_vm_and_the_rank0_vm_reaches_the_other(slurm, libvirt_conn):
