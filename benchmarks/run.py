@@ -1,6 +1,6 @@
 """vTorque benchmark suite: each figure against its floor, min/median/max, JSON and PNG plots.
 
-    .venv/bin/python benchmarks/run.py [--repeat N] [--only CASE ...] [--out DIR]
+    .venv/bin/python benchmarks/run.py [--repeat N [CASE=N ...]] [--only CASE ...] [--out DIR]
 
 (`tools/bench.sh` prepares the machine first and then runs this.)
 """
@@ -75,10 +75,18 @@ def check_targets(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (default 5)")
+    parser.add_argument(
+        "--repeat",
+        nargs="+",
+        type=_repeat,
+        default=[(None, 5)],
+        metavar="N|CASE=N",
+        help="runs per measurement (default 5); CASE=N for one case (a noisy one wants more)",
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(CASES), help="run only these cases")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    repeat = {None: 5} | dict(args.repeat)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="vtorque-bench-") as workdir:
@@ -86,13 +94,13 @@ def main(argv=None):
             print(f"bench: {name} ...", flush=True)
             case_dir = Path(workdir) / name
             case_dir.mkdir()
-            for result in CASES[name](case_dir, args.repeat):
+            for result in CASES[name](case_dir, repeat.get(name, repeat[None])):
                 results.append(result)
                 print(_line(result), flush=True)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
-        "repeat": args.repeat,
+        "repeat": {name: repeat.get(name, repeat[None]) for name in args.only or CASES},
         "results": results,
         "targets": check_targets(results),
     }
@@ -125,6 +133,16 @@ def main(argv=None):
         print(f"target: {verdict['target']}{figure}: {shown}: {'met' if verdict['met'] else 'NOT met'}")
     print(f"bench: results in {args.out}")
     return 0
+
+
+def _repeat(text):
+    """`N` (every case) or `CASE=N` (one case) as (case or None, N)."""
+    case, _, count = text.rpartition("=")
+    if case and case not in CASES:
+        raise argparse.ArgumentTypeError(f"no case {case!r} (cases: {', '.join(sorted(CASES))})")
+    if not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a repeat is a whole number of at least 1")
+    return case or None, int(count)
 
 
 def _line(result):

@@ -16,6 +16,7 @@ import time
 
 import libvirt
 
+SUBREAPER = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "subreaper")
 PIDFILE = "/var/run/libvirtd.pid"
 URI = "qemu:///system"
 CLONE_NEWNET = 0x40000000
@@ -43,9 +44,16 @@ def stop_libvirtd(timeout=30):
 
 
 def start_libvirtd(netns=None, timeout=30):
-    """libvirtd -d (in `netns`), back once it answers."""
+    """libvirtd -d (in `netns`) under tools/subreaper, as tools/setup-host.sh starts it; back
+    once it answers."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    subprocess.run([*prefix, "libvirtd", "-d"], check=True)
+    subprocess.Popen(  # noqa: S603 - the subreaper stays, as the parent of libvirtd and its QEMUs
+        [*prefix, os.path.normpath(SUBREAPER), "libvirtd", "-d"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
