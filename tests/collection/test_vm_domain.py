@@ -122,6 +122,22 @@ def test_the_serial_port_is_a_pty_logged_to_serial_log(test_conn, job):
     run_module("vm_domain", {"name": real["name"], "state": "absent", "uri": TEST_URI})
 
 
+@pytest.mark.parametrize("usb_controller", [False, True])
+def test_a_usb_controller_only_when_asked_for(test_conn, job, usb_controller):
+    """None by default (no guest device needs one; under TCG it slowed the boot): libvirt's
+    qemu driver adds its default controller unless the XML says model='none'."""
+    args = domain_args(state="present", **spec(job, usb_controller=usb_controller))
+    real = run_module("vm_domain", args)
+    xml = test_conn.lookupByName(real["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    controllers = [line.strip() for line in xml.splitlines() if "<controller type='usb'" in line]
+    if usb_controller:  # libvirt's own default, which the test driver leaves out
+        assert not any("model='none'" in line for line in controllers)
+    else:
+        assert len(controllers) == 1 and "model='none'" in controllers[0]
+    assert run_module("vm_domain", args)["changed"] is False
+    run_module("vm_domain", {"name": real["name"], "state": "absent", "uri": TEST_URI})
+
+
 def test_site_template_override(tmp_path, test_conn, job):
     template = tmp_path / "site.xml.j2"
     template.write_text(

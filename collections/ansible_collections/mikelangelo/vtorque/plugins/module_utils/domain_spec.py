@@ -48,6 +48,7 @@ DOMAIN_ARGSPEC = dict(
     memory_mib=dict(type="int", default=1024),
     cpu_mode=dict(type="str", choices=["host-passthrough", "host-model", "custom"]),
     cpu_model=dict(type="str"),
+    usb_controller=dict(type="bool", default=False),
     cpu_pinning=dict(
         type="list",
         elements="dict",
