@@ -79,7 +79,7 @@ def main(argv=None):
         "--repeat",
         nargs="+",
         type=_repeat,
-        default=[(None, 5)],
+        default=[],
         metavar="N|CASE=N",
         help="runs per measurement (default 5); CASE=N for one case (a noisy one wants more)",
     )
