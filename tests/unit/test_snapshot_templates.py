@@ -223,3 +223,24 @@ def test_the_catalogs_start_reaches_vm_start_with_the_nodes_template_dir(start, 
     image = start_variables(plan, config, keys_for(plan))["vtorque"]["image"]
     assert image["start"] == expected
     assert image["snapshot_dir"] == f"{config.state_dir}/snapshots"
+
+
+def test_a_restore_whose_error_text_is_not_utf8_is_a_refused_snapshot_not_a_crash(tmp_path, monkeypatch):
+    """libvirt-python raises SystemError when libvirt's error text (QEMU quoting a corrupt state)
+    is not UTF-8: the start must still fall back to a fresh boot, with a reason."""
+    monkeypatch.setattr(snapshot, "read_state", lambda path: ("<domain/>", b"", 0, 1))
+    monkeypatch.setattr(snapshot, "live_definition", lambda saved, job: job)
+    monkeypatch.setattr(snapshot, "_feed", lambda *args: None)
+
+    class Conn:
+        def restoreFlags(self, *args):  # noqa: N802 - libvirt's name
+            raise SystemError(
+                "<built-in function virDomainRestoreFlags> returned a result with an exception set"
+            )
+
+    fifo = str(tmp_path / "restore.fifo")
+    with pytest.raises(
+        snapshot.SnapshotUnavailable, match="the restore failed: libvirt's error text was not UTF-8"
+    ):
+        snapshot.restore(Conn(), {"dir": str(tmp_path)}, "<domain><name>vt-1-n-0</name></domain>", fifo, 5)
+    assert not os.path.exists(fifo)

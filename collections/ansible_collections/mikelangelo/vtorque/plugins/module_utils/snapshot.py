@@ -501,9 +501,12 @@ def restore(conn, template: dict, job_xml: str, fifo: str, timeout: int):
     feeder.start()
     try:
         conn.restoreFlags(fifo, None, 0)
-    except libvirt.libvirtError as exc:
+    except (libvirt.libvirtError, SystemError) as exc:
+        # SystemError: libvirt-python could not decode libvirt's error text as UTF-8 (QEMU's
+        # complaint may quote bytes of a corrupt state), so the reason itself is unreadable
+        why = exc if isinstance(exc, libvirt.libvirtError) else "libvirt's error text was not UTF-8"
         _unavailable(
-            f"the restore failed: {exc}{'; ' + errors[0] if errors else ''}",
+            f"the restore failed: {why}{'; ' + errors[0] if errors else ''}",
             target=domain_xml.domain_name(job_xml),
         )
     finally:
